@@ -1,0 +1,72 @@
+// sparseprune::masked_linear: F.linear with the masked weight, which exists only as a transient.
+#include "check.h"
+#include "mask.h"
+#include "ops.h"
+
+namespace sparseprune {
+namespace host {
+namespace {
+
+void check_linear(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                  const OptTensor& bias) {
+  TORCH_CHECK_VALUE(weight.dim() == 2, "sparseprune::", op,
+                    ": weight must be 2-D (out_features, in_features), got shape ", weight.sizes());
+  TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == weight.size(1), "sparseprune::", op,
+                    ": input's last dimension must equal in_features = ", weight.size(1),
+                    ", got input of shape ", input.sizes());
+  TORCH_CHECK_TYPE(input.scalar_type() == weight.scalar_type(), "sparseprune::", op,
+                   ": input and weight must have the same dtype, got ", input.scalar_type(),
+                   " and ", weight.scalar_type());
+  check_same_device(op, "input", input, "weight", weight);
+  if (bias.has_value()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), "sparseprune::", op,
+                      ": bias must have shape (", weight.size(0), ",), got ", bias->sizes());
+    TORCH_CHECK_TYPE(bias->scalar_type() == weight.scalar_type(), "sparseprune::", op,
+                     ": bias must have the weight's dtype ", weight.scalar_type(), ", got ",
+                     bias->scalar_type());
+    check_same_device(op, "bias", *bias, "weight", weight);
+  }
+}
+
+}  // namespace
+
+at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
+                         std::string method, double temperature, int64_t seed, int64_t offset) {
+  const char* op = "masked_linear";
+  const MaskArgs args{std::move(method), scale, temperature, seed, offset};
+  check_mask_args(op, weight, scores, args);
+  check_linear(op, input, weight, bias);
+  return at::linear(input, masked_weight(op, weight, scores, args), bias);
+}
+
+Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                              const at::Tensor& weight, const at::Tensor& scores,
+                              const OptTensor& scale, std::string method, double temperature,
+                              int64_t seed, int64_t offset, std::array<bool, 5> output_mask) {
+  const char* op = "masked_linear_backward";
+  const MaskArgs args{std::move(method), scale, temperature, seed, offset};
+  check_mask_args(op, weight, scores, args);
+  check_linear(op, input, weight, std::nullopt);
+  const auto [need_input, need_weight, need_scores, need_bias, need_scale_arg] = output_mask;
+  const bool need_scale = need_scale_arg && scale.has_value();
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const at::Tensor go = grad_output.reshape({-1, out_features});  // (batch, out)
+  at::Tensor grad_input, grad_bias;
+  MaskGrads grads;
+  // One weight-sized buffer: first dLoss/d(masked weight), then the masked weight itself.
+  at::Tensor buffer;
+  if (need_weight || need_scores || need_scale) {
+    buffer = at::mm(go.t(), input.reshape({-1, in_features})).contiguous();  // (out, in)
+    grads = mask_backward(op, buffer, weight, scores, args, need_weight, need_scores, need_scale,
+                          /*masked_into_grad=*/need_input);
+  } else if (need_input) {
+    buffer = masked_weight(op, weight, scores, args);
+  }
+  if (need_input) grad_input = at::mm(go, buffer).view(input.sizes());
+  if (need_bias) grad_bias = go.sum(0);
+  return {grad_input, grads.weight, grads.scores, grad_bias, grads.scale};
+}
+
+}  // namespace host
+}  // namespace sparseprune

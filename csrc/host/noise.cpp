@@ -1,0 +1,53 @@
+// sparseprune::philox_bits / logistic_noise: the raw random stream the masks are built from.
+#include "../cpu/dispatch.h"
+#include "ops.h"
+
+#include <ATen/Parallel.h>
+#ifdef SP_WITH_CUDA
+#include "../cuda/launch.h"
+#endif
+
+namespace sparseprune {
+namespace host {
+namespace {
+
+at::Tensor generate(const char* op, int64_t numel, int64_t seed, int64_t offset,
+                    at::Device device, NoiseKind kind) {
+  TORCH_CHECK_VALUE(numel >= 0, "sparseprune::", op, ": numel must be >= 0, got ", numel);
+  TORCH_CHECK_VALUE(device.is_cpu() || device.is_cuda(), "sparseprune::", op,
+                    ": device must be CPU or CUDA, got ", device);
+  const auto dtype = kind == NoiseKind::kBits ? at::kInt : at::kFloat;
+  at::Tensor out = at::empty({numel}, at::TensorOptions().dtype(dtype).device(device));
+  NoiseParams p;
+  p.numel = numel;
+  p.seed = static_cast<uint64_t>(seed);
+  p.offset = static_cast<uint64_t>(offset);
+  p.kind = kind;
+  p.out = out.data_ptr();
+  if (numel == 0) return out;
+  if (device.is_cuda()) {
+#ifdef SP_WITH_CUDA
+    cuda::noise(p, device.index());
+    return out;
+#else
+    TORCH_CHECK(false, "sparseprune::", op, ": this build has no CUDA kernels");
+#endif
+  }
+  const cpu::KernelTable& k = cpu::kernels();
+  at::parallel_for(0, num_tiles(numel), 8,
+                   [&](int64_t begin, int64_t end) { k.noise(p, begin, end); });
+  return out;
+}
+
+}  // namespace
+
+at::Tensor philox_bits(int64_t numel, int64_t seed, int64_t offset, at::Device device) {
+  return generate("philox_bits", numel, seed, offset, device, NoiseKind::kBits);
+}
+
+at::Tensor logistic_noise(int64_t numel, int64_t seed, int64_t offset, at::Device device) {
+  return generate("logistic_noise", numel, seed, offset, device, NoiseKind::kLogistic);
+}
+
+}  // namespace host
+}  // namespace sparseprune

@@ -1,0 +1,50 @@
+// The op implementations behind the schemas in csrc/ops.cpp. They are device-agnostic (ATen for
+// GEMM/conv, host/mask.h for the fused passes) and registered for CPU in csrc/cpu/register.cpp and
+// for CUDA in csrc/cuda/register.cpp.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+
+namespace sparseprune {
+namespace host {
+
+using OptTensor = std::optional<at::Tensor>;
+using Grads3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Grads5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+at::Tensor aslp_weight(const at::Tensor& weight, const at::Tensor& scores, const OptTensor& scale,
+                       int64_t seed, int64_t offset);
+// -> (grad_weight, grad_scores, grad_scale), each undefined unless output_mask asks for it.
+Grads3 aslp_weight_backward(const at::Tensor& grad, const at::Tensor& weight,
+                            const at::Tensor& scores, const OptTensor& scale, double temperature,
+                            int64_t seed, int64_t offset, std::array<bool, 3> output_mask);
+
+at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
+                         std::string method, double temperature, int64_t seed, int64_t offset);
+// -> (grad_input, grad_weight, grad_scores, grad_bias, grad_scale)
+Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                              const at::Tensor& weight, const at::Tensor& scores,
+                              const OptTensor& scale, std::string method, double temperature,
+                              int64_t seed, int64_t offset, std::array<bool, 5> output_mask);
+
+at::Tensor masked_conv2d(const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
+                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                         int64_t groups, std::string method, double temperature, int64_t seed,
+                         int64_t offset);
+Grads5 masked_conv2d_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                              const at::Tensor& weight, const at::Tensor& scores,
+                              const OptTensor& scale, at::IntArrayRef stride,
+                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                              std::string method, double temperature, int64_t seed,
+                              int64_t offset, std::array<bool, 5> output_mask);
+
+at::Tensor philox_bits(int64_t numel, int64_t seed, int64_t offset, at::Device device);
+at::Tensor logistic_noise(int64_t numel, int64_t seed, int64_t offset, at::Device device);
+
+}  // namespace host
+}  // namespace sparseprune

@@ -1,0 +1,24 @@
+#include "register.h"
+
+#include "ops.h"
+
+namespace sparseprune {
+namespace host {
+
+void register_device_impls(torch::Library& m) {
+  m.impl("aslp_weight", &aslp_weight);
+  m.impl("aslp_weight_backward", &aslp_weight_backward);
+  m.impl("masked_linear", &masked_linear);
+  m.impl("masked_linear_backward", &masked_linear_backward);
+  m.impl("masked_conv2d", &masked_conv2d);
+  m.impl("masked_conv2d_backward", &masked_conv2d_backward);
+}
+
+}  // namespace host
+}  // namespace sparseprune
+
+// Factory ops have no tensor argument to dispatch on; they route on their `device` argument.
+TORCH_LIBRARY_IMPL(sparseprune, CompositeExplicitAutograd, m) {
+  m.impl("philox_bits", &sparseprune::host::philox_bits);
+  m.impl("logistic_noise", &sparseprune::host::logistic_noise);
+}

@@ -1,0 +1,68 @@
+// The one list of operator schemas, and the pybind11 module sparseprune._C with its small helpers.
+// Implementations: csrc/host (device-agnostic), registered in csrc/cpu/register.cpp and
+// csrc/cuda/register.cpp. Fake (meta) kernels and autograd live in sparseprune/ops.py and
+// sparseprune/autograd.py.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "cpu/dispatch.h"
+
+#ifndef SP_TORCH_VERSION
+#define SP_TORCH_VERSION "unknown"
+#endif
+#ifndef SP_CUDA_VERSION
+#define SP_CUDA_VERSION ""
+#endif
+#ifndef SP_CUDA_ARCHS
+#define SP_CUDA_ARCHS ""
+#endif
+
+TORCH_LIBRARY(sparseprune, m) {
+  // ASLP masked weight scale * w * 1[s + L > 0], L logistic noise from Philox (seed, offset).
+  m.def("aslp_weight(Tensor weight, Tensor scores, Tensor? scale, int seed, int offset) -> Tensor");
+  m.def(
+      "aslp_weight_backward(Tensor grad, Tensor weight, Tensor scores, Tensor? scale, "
+      "float temperature, int seed, int offset, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "masked_linear(Tensor input, Tensor weight, Tensor scores, Tensor? bias, Tensor? scale, "
+      "str method, float temperature, int seed, int offset) -> Tensor");
+  m.def(
+      "masked_linear_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor scores, "
+      "Tensor? scale, str method, float temperature, int seed, int offset, bool[5] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "masked_conv2d(Tensor input, Tensor weight, Tensor scores, Tensor? bias, Tensor? scale, "
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, str method, float temperature, "
+      "int seed, int offset) -> Tensor");
+  m.def(
+      "masked_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor scores, "
+      "Tensor? scale, int[2] stride, int[2] padding, int[2] dilation, int groups, str method, "
+      "float temperature, int seed, int offset, bool[5] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The random stream itself: raw Philox words (int32 bit patterns) and logistic noise.
+  m.def("philox_bits(int numel, int seed, int offset, Device device) -> Tensor");
+  m.def("logistic_noise(int numel, int seed, int offset, Device device) -> Tensor");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  namespace cpu = sparseprune::cpu;
+  m.doc() = "sparseprune compiled kernels (ops are registered as torch.ops.sparseprune.*)";
+  m.def("active_cpu_isa", &cpu::active_isa, "The CPU ISA the kernels currently run with.");
+  m.def("compiled_cpu_isas", &cpu::compiled_isas, "CPU ISAs built into this extension.");
+  m.def("supported_cpu_isas", &cpu::supported_isas, "Built CPU ISAs this CPU can run.");
+  m.def("set_cpu_isa", &cpu::set_isa, "Force a CPU ISA for this process (scalar, avx2, avx512).");
+  m.def("build_info", []() {
+    pybind11::dict info;
+    info["torch_version"] = SP_TORCH_VERSION;
+#ifdef SP_WITH_CUDA
+    info["cuda"] = true;
+#else
+    info["cuda"] = false;
+#endif
+    info["cuda_version"] = SP_CUDA_VERSION;
+    info["cuda_archs"] = SP_CUDA_ARCHS;
+    info["compiler"] = __VERSION__;
+    info["compiled_cpu_isas"] = cpu::compiled_isas();
+    return info;
+  });
+}
