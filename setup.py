@@ -12,9 +12,24 @@ import platform
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
 from setuptools import setup
-from torch.utils import cpp_extension
+
+
+def _default_cuda_home() -> None:
+    # torch guesses CUDA_HOME from `which nvcc`; when nvcc is a wrapper script (here
+    # /usr/local/bin/nvcc) that guess has no CUDA headers, so prefer a toolkit that has them.
+    if "CUDA_HOME" in os.environ or "CUDA_PATH" in os.environ:
+        return
+    for home in ("/usr/local/cuda",):
+        if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+            os.environ["CUDA_HOME"] = home
+            return
+
+
+_default_cuda_home()
+
+import torch  # noqa: E402  (after CUDA_HOME is settled: cpp_extension reads it at import)
+from torch.utils import cpp_extension  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 INCLUDE = os.path.join(ROOT, "csrc", "include")

@@ -19,25 +19,30 @@
 
 TORCH_LIBRARY(sparseprune, m) {
   // ASLP masked weight scale * w * 1[s + L > 0], L logistic noise from Philox (seed, offset).
-  m.def("aslp_weight(Tensor weight, Tensor scores, Tensor? scale, int seed, int offset) -> Tensor");
+  // `rng` is a CPU int64 tensor [seed, offset]: a tensor rather than two ints so that
+  // torch.compile neither specialises on its values nor breaks the graph to read them.
+  // The forward ops take the temperature too: their backward (registered in Python) needs it.
+  m.def(
+      "aslp_weight(Tensor weight, Tensor scores, Tensor? scale, float temperature, Tensor rng) "
+      "-> Tensor");
   m.def(
       "aslp_weight_backward(Tensor grad, Tensor weight, Tensor scores, Tensor? scale, "
-      "float temperature, int seed, int offset, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+      "float temperature, Tensor rng, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   m.def(
       "masked_linear(Tensor input, Tensor weight, Tensor scores, Tensor? bias, Tensor? scale, "
-      "str method, float temperature, int seed, int offset) -> Tensor");
+      "str method, float temperature, Tensor rng) -> Tensor");
   m.def(
       "masked_linear_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor scores, "
-      "Tensor? scale, str method, float temperature, int seed, int offset, bool[5] output_mask) "
+      "Tensor? scale, str method, float temperature, Tensor rng, bool[5] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "masked_conv2d(Tensor input, Tensor weight, Tensor scores, Tensor? bias, Tensor? scale, "
       "int[2] stride, int[2] padding, int[2] dilation, int groups, str method, float temperature, "
-      "int seed, int offset) -> Tensor");
+      "Tensor rng) -> Tensor");
   m.def(
       "masked_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor scores, "
       "Tensor? scale, int[2] stride, int[2] padding, int[2] dilation, int groups, str method, "
-      "float temperature, int seed, int offset, bool[5] output_mask) "
+      "float temperature, Tensor rng, bool[5] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The random stream itself: raw Philox words (int32 bit patterns) and logistic noise.
   m.def("philox_bits(int numel, int seed, int offset, Device device) -> Tensor");

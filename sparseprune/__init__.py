@@ -1,1 +1,24 @@
+"""sparseprune: fused CPU/CUDA kernels for learning sparse subnetworks in PyTorch.
 
+Quick start::
+
+    import sparseprune as sp
+    sp.convert(model, "aslp", rescale="smart")   # nn.Linear / nn.Conv2d -> masked layers
+    ...train the scores...
+    print(sp.sparsity_report(model))
+    sp.finalize(model)                            # plain layers, pruned weights exactly 0
+"""
+
+__version__ = "0.1.0"
+
+from . import functional, methods, nn, ops, reference  # noqa: E402
+from ._ext import (ExtensionError, build_info, compiled_cpu_isas, cpu_isa,  # noqa: E402
+                   set_cpu_isa, supported_cpu_isas)
+from .convert import convert, final_masks, finalize, masked_layers  # noqa: E402
+from .report import Report, sparsity_report  # noqa: E402
+
+__all__ = [
+    "convert", "finalize", "final_masks", "masked_layers", "sparsity_report", "Report", "functional", "methods",
+    "nn", "ops", "reference", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas", "supported_cpu_isas",
+    "build_info", "ExtensionError", "__version__",
+]

@@ -7,17 +7,17 @@ namespace sparseprune {
 namespace host {
 
 at::Tensor aslp_weight(const at::Tensor& weight, const at::Tensor& scores, const OptTensor& scale,
-                       int64_t seed, int64_t offset) {
-  const MaskArgs args{"aslp", scale, 1.0, seed, offset};
+                       double temperature, const at::Tensor& rng) {
+  const MaskArgs args{"aslp", scale, temperature, rng};
   check_mask_args("aslp_weight", weight, scores, args);
   return masked_weight("aslp_weight", weight, scores, args);
 }
 
 Grads3 aslp_weight_backward(const at::Tensor& grad, const at::Tensor& weight,
                             const at::Tensor& scores, const OptTensor& scale, double temperature,
-                            int64_t seed, int64_t offset, std::array<bool, 3> output_mask) {
+                            const at::Tensor& rng, std::array<bool, 3> output_mask) {
   const char* op = "aslp_weight_backward";
-  const MaskArgs args{"aslp", scale, temperature, seed, offset};
+  const MaskArgs args{"aslp", scale, temperature, rng};
   check_mask_args(op, weight, scores, args);
   TORCH_CHECK_VALUE(grad.sizes() == weight.sizes(), "sparseprune::", op,
                     ": grad must have the weight's shape ", weight.sizes(), ", got ", grad.sizes());

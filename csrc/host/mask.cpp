@@ -20,8 +20,9 @@ constexpr int64_t kGrainTiles = 8;
 AslpParams aslp_params(const at::Tensor& weight, const at::Tensor& scores, const MaskArgs& args) {
   AslpParams p;
   p.numel = weight.numel();
-  p.seed = static_cast<uint64_t>(args.seed);
-  p.offset = static_cast<uint64_t>(args.offset);
+  const int64_t* rng = args.rng.data_ptr<int64_t>();
+  p.seed = static_cast<uint64_t>(rng[0]);
+  p.offset = static_cast<uint64_t>(rng[1]);
   p.inv_temperature = static_cast<float>(1.0 / args.temperature);
   p.scale = args.scale.has_value() ? args.scale->data_ptr<float>() : nullptr;
   p.score_dtype = kernel_dtype("mask", "scores", scores);
@@ -102,6 +103,12 @@ void check_mask_args(const char* op, const at::Tensor& weight, const at::Tensor&
                     ": tensors must be on CPU or CUDA, got ", weight.device());
   check_scale(op, args.scale, weight);
   check_temperature(op, args.temperature);
+  TORCH_CHECK_VALUE(args.rng.device().is_cpu() && args.rng.scalar_type() == at::kLong &&
+                        args.rng.numel() == 2 && args.rng.is_contiguous(),
+                    "sparseprune::", op,
+                    ": rng must be a contiguous CPU int64 tensor [seed, offset], got ",
+                    args.rng.scalar_type(), " tensor of shape ", args.rng.sizes(), " on ",
+                    args.rng.device());
 }
 
 at::Tensor masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,

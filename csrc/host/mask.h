@@ -14,8 +14,7 @@ struct MaskArgs {
   std::string method;  // "aslp"
   std::optional<at::Tensor> scale;
   double temperature;
-  int64_t seed;
-  int64_t offset;
+  at::Tensor rng;  // CPU int64 [seed, offset]
 };
 
 // Validates weight, scores and args for `op` (shapes, dtypes, devices, method, temperature).

@@ -53,10 +53,9 @@ at::Tensor check_conv(const char* op, const at::Tensor& input, const at::Tensor&
 at::Tensor masked_conv2d(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                         int64_t groups, std::string method, double temperature, int64_t seed,
-                         int64_t offset) {
+                         int64_t groups, std::string method, double temperature, const at::Tensor& rng) {
   const char* op = "masked_conv2d";
-  const MaskArgs args{std::move(method), scale, temperature, seed, offset};
+  const MaskArgs args{std::move(method), scale, temperature, rng};
   check_mask_args(op, weight, scores, args);
   const at::Tensor batch =
       check_conv(op, input, weight, bias, stride, padding, dilation, groups);
@@ -69,10 +68,9 @@ Grads5 masked_conv2d_backward(const at::Tensor& grad_output, const at::Tensor& i
                               const at::Tensor& weight, const at::Tensor& scores,
                               const OptTensor& scale, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                              std::string method, double temperature, int64_t seed,
-                              int64_t offset, std::array<bool, 5> output_mask) {
+                              std::string method, double temperature, const at::Tensor& rng, std::array<bool, 5> output_mask) {
   const char* op = "masked_conv2d_backward";
-  const MaskArgs args{std::move(method), scale, temperature, seed, offset};
+  const MaskArgs args{std::move(method), scale, temperature, rng};
   check_mask_args(op, weight, scores, args);
   const at::Tensor batch =
       check_conv(op, input, weight, std::nullopt, stride, padding, dilation, groups);

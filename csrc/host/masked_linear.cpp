@@ -32,9 +32,9 @@ void check_linear(const char* op, const at::Tensor& input, const at::Tensor& wei
 
 at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
-                         std::string method, double temperature, int64_t seed, int64_t offset) {
+                         std::string method, double temperature, const at::Tensor& rng) {
   const char* op = "masked_linear";
-  const MaskArgs args{std::move(method), scale, temperature, seed, offset};
+  const MaskArgs args{std::move(method), scale, temperature, rng};
   check_mask_args(op, weight, scores, args);
   check_linear(op, input, weight, bias);
   return at::linear(input, masked_weight(op, weight, scores, args), bias);
@@ -43,9 +43,9 @@ at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
 Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& input,
                               const at::Tensor& weight, const at::Tensor& scores,
                               const OptTensor& scale, std::string method, double temperature,
-                              int64_t seed, int64_t offset, std::array<bool, 5> output_mask) {
+                              const at::Tensor& rng, std::array<bool, 5> output_mask) {
   const char* op = "masked_linear_backward";
-  const MaskArgs args{std::move(method), scale, temperature, seed, offset};
+  const MaskArgs args{std::move(method), scale, temperature, rng};
   check_mask_args(op, weight, scores, args);
   check_linear(op, input, weight, std::nullopt);
   const auto [need_input, need_weight, need_scores, need_bias, need_scale_arg] = output_mask;

@@ -1,0 +1,67 @@
+"""Argument normalisation shared by the functional API and its pure-PyTorch reference, so both
+accept exactly the same inputs (error messages name the argument and the value received)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+import torch.nn.functional as F
+
+IntPair = Union[int, Sequence[int]]
+
+# Methods whose per-weight mask work is fused into masked_linear / masked_conv2d.
+FUSED_METHODS = ("aslp",)
+
+
+def tensor(name: str, value, optional: bool = False) -> Optional[Tensor]:
+    if value is None and optional:
+        return None
+    if not isinstance(value, Tensor):
+        kind = "a Tensor or None" if optional else "a Tensor"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
+    return value
+
+
+def temperature(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"temperature must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def method(value) -> str:
+    if value not in FUSED_METHODS:
+        raise ValueError(f"method must be one of {', '.join(FUSED_METHODS)}, got {value!r}")
+    return value
+
+
+def pair(name: str, value: IntPair) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    if (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return list(value)
+    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def conv_padding(input: Tensor, weight: Tensor, stride: list[int], padding, dilation: list[int]):
+    """Resolves ``padding`` (int, pair, "valid" or "same") to a symmetric pair, padding the input
+    explicitly when "same" needs one more row or column on one side (as torch does)."""
+    if not isinstance(padding, str):
+        return input, pair("padding", padding)
+    if padding == "valid":
+        return input, [0, 0]
+    if padding != "same":
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if stride != [1, 1]:
+        raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
+    totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[-2:])]
+    if all(t % 2 == 0 for t in totals):
+        return input, [t // 2 for t in totals]
+    (th, tw) = totals
+    input = F.pad(input, (tw // 2, tw - tw // 2, th // 2, th - th // 2))
+    return input, [0, 0]

@@ -1,0 +1,128 @@
+"""Model surgery: :func:`convert` swaps layers for masked ones; :func:`finalize` bakes the masks in."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Any, Callable, Iterable, Optional, Union
+
+import torch
+from torch import nn
+
+from .nn.masked import MaskedConv2d, MaskedLayer, MaskedLinear
+from .select import top_k_masks
+
+Filter = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
+
+_MASKED = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d}
+SCOPES = ("global", "local")
+
+
+def _matches(spec: Filter, name: str, module: nn.Module) -> bool:
+    if callable(spec):
+        return bool(spec(name, module))
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    if name == "":
+        return new
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)
+    return model
+
+
+def _dense_type(module: nn.Module) -> Optional[type]:
+    if isinstance(module, MaskedLayer):
+        return None
+    return next((t for t in _MASKED if type(module) is t), None)
+
+
+def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
+            exclude: Filter = None, **method_options: Any) -> nn.Module:
+    """Swap every ``nn.Linear`` / ``nn.Conv2d`` of ``model`` for a masked layer, in place.
+
+    Each masked layer keeps the original weight and bias Parameters and gets its own instance of
+    ``method`` with ``method_options`` (see ``sparseprune.methods.available()``). ``include`` and
+    ``exclude`` select layers by qualified name (exact names or glob patterns, one or several) or by
+    a predicate ``(name, module) -> bool``. Returns the model (a new module only when ``model``
+    itself is a single layer). Raises ValueError when nothing matches.
+    """
+    targets = [(name, module, cls) for name, module in model.named_modules()
+               if (cls := _dense_type(module)) is not None
+               and (include is None or _matches(include, name, module))
+               and (exclude is None or not _matches(exclude, name, module))]
+    if not targets:
+        raise ValueError("convert: no nn.Linear or nn.Conv2d layer matched "
+                         f"(include={include!r}, exclude={exclude!r})")
+    for name, module, dense_cls in targets:
+        model = _replace(model, name, _MASKED[dense_cls].from_dense(module, method, **method_options))
+    return model
+
+
+def masked_layers(model: nn.Module) -> list[tuple[str, MaskedLayer]]:
+    """The masked layers of ``model`` with their qualified names, in module order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, MaskedLayer)]
+
+
+def _check_density(density: Optional[float]) -> None:
+    if density is None:
+        return
+    if isinstance(density, bool) or not isinstance(density, (int, float)) \
+            or not (0 < density <= 1) or math.isnan(density):
+        raise ValueError(f"density must be a number in (0, 1], got {density!r}")
+
+
+@torch.no_grad()
+def final_masks(model: nn.Module, *, density: Optional[float] = None,
+                scope: str = "global") -> dict[str, torch.Tensor]:
+    """The deterministic mask of every masked layer, by name.
+
+    Without ``density`` each method's own final rule decides (e.g. ``scores >= 0`` for ASLP). With
+    ``density`` exactly ``round(density * N)`` weights are kept by each method's ranking scores:
+    over all masked layers together (``scope="global"``, N = all their weights) or in each layer
+    (``scope="local"``, N = the layer's weights). Ties break by position.
+    """
+    _check_density(density)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    layers = masked_layers(model)
+    if density is None:
+        return {name: layer.method.final_mask(layer) for name, layer in layers}
+    scores = [layer.method.ranking_scores(layer) for _, layer in layers]
+    if scope == "global":
+        masks = top_k_masks(scores, round(density * sum(s.numel() for s in scores)))
+    else:
+        masks = [top_k_masks([s], round(density * s.numel()))[0] for s in scores]
+    return {name: mask for (name, _), mask in zip(layers, masks)}
+
+
+def _dense_copy(layer: MaskedLayer, weight: torch.Tensor) -> nn.Module:
+    if isinstance(layer, MaskedLinear):
+        dense = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None,
+                          device="meta")
+    else:
+        dense = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                          layer.padding, layer.dilation, layer.groups, layer.bias is not None,
+                          layer.padding_mode, device="meta")
+    dense.weight = nn.Parameter(weight.clone())
+    if layer.bias is not None:
+        dense.bias = nn.Parameter(layer.bias.detach().clone())
+    return dense.train(layer.training)
+
+
+@torch.no_grad()
+def finalize(model: nn.Module, *, density: Optional[float] = None,
+             scope: str = "global") -> nn.Module:
+    """Bake the final masks in: every masked layer becomes a plain ``nn.Linear`` / ``nn.Conv2d``.
+
+    Pruned weights are exactly 0 and each method's final scale (e.g. Smart Rescale) is folded into
+    the kept ones, so in eval mode the result computes what the masked model computed. ``density``
+    and ``scope`` impose an exact final density, see :func:`final_masks`. In place; returns the
+    model (a new module only when ``model`` itself is a single masked layer).
+    """
+    masks = final_masks(model, density=density, scope=scope)
+    for name, layer in masked_layers(model):
+        model = _replace(model, name, _dense_copy(layer, layer.method.final_weight(layer, masks[name])))
+    return model

@@ -1,0 +1,133 @@
+"""Typed wrappers over the compiled operators ``torch.ops.sparseprune.*``, and their fake (meta)
+kernels for ``torch.compile``.
+
+The masking ops take ``rng``, a CPU int64 tensor ``[seed, offset]`` (see :mod:`sparseprune.rng`);
+:mod:`sparseprune.functional` draws it from a ``torch.Generator``. Gradients are registered in :mod:`sparseprune.autograd`, so every forward op
+here is differentiable.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from . import _ext
+
+
+def _op(name: str):
+    _ext.require()
+    return getattr(torch.ops.sparseprune, name)
+
+
+def aslp_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor], temperature: float,
+                rng: Tensor) -> Tensor:
+    """ASLP masked weight ``scale * weight * 1[scores + L > 0]``, L logistic noise of ``rng``."""
+    return _op("aslp_weight")(weight, scores, scale, temperature, rng)
+
+
+def masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor],
+                  scale: Optional[Tensor], method: str, temperature: float, rng: Tensor) -> Tensor:
+    """``F.linear`` with the masked weight, which exists only as a transient."""
+    return _op("masked_linear")(input, weight, scores, bias, scale, method, temperature, rng)
+
+
+def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor],
+                  scale: Optional[Tensor], stride: Sequence[int], padding: Sequence[int],
+                  dilation: Sequence[int], groups: int, method: str, temperature: float,
+                  rng: Tensor) -> Tensor:
+    """``F.conv2d`` with the masked weight, which exists only as a transient."""
+    return _op("masked_conv2d")(input, weight, scores, bias, scale, list(stride), list(padding),
+                                list(dilation), groups, method, temperature, rng)
+
+
+def philox_bits(numel: int, seed: int, offset: int, device: torch.device | str = "cpu") -> Tensor:
+    """The raw Philox4x32-10 words of elements ``0 .. numel-1`` (int32 bit patterns)."""
+    return _op("philox_bits")(numel, seed, offset, torch.device(device))
+
+
+def logistic_noise(numel: int, seed: int, offset: int,
+                   device: torch.device | str = "cpu") -> Tensor:
+    """The logistic noise ``L = log(u) - log(1 - u)`` the ASLP masks use (float32)."""
+    return _op("logistic_noise")(numel, seed, offset, torch.device(device))
+
+
+# ---- fake kernels: shapes and dtypes only ---------------------------------------------------
+
+def _empty_like(t: Tensor) -> Tensor:
+    return torch.empty_like(t, memory_format=torch.contiguous_format)
+
+
+def _check_mask_args(op: str, weight: Tensor, scores: Tensor, scale: Optional[Tensor]) -> None:
+    """The shape and device checks of csrc/host/mask.cpp, for tracing with fake tensors."""
+    torch._check_value(weight.shape == scores.shape, lambda: (
+        f"sparseprune::{op}: scores must have the weight's shape {list(weight.shape)}, "
+        f"got {list(scores.shape)}"))
+    for name, t in (("scores", scores), ("scale", scale)):
+        torch._check_value(t is None or t.device == weight.device, lambda: (
+            f"sparseprune::{op}: {name} and weight must be on the same device, got {t.device} "
+            f"and {weight.device}"))
+
+
+def _register_fakes() -> None:
+    fake = torch.library.register_fake
+
+    @fake("sparseprune::aslp_weight")
+    def _aslp_weight(weight, scores, scale, temperature, rng):
+        _check_mask_args("aslp_weight", weight, scores, scale)
+        return _empty_like(weight)
+
+    @fake("sparseprune::aslp_weight_backward")
+    def _aslp_weight_backward(grad, weight, scores, scale, temperature, rng, output_mask):
+        return (_empty_like(weight) if output_mask[0] else None,
+                _empty_like(scores) if output_mask[1] else None,
+                _empty_like(scale) if output_mask[2] and scale is not None else None)
+
+    @fake("sparseprune::masked_linear")
+    def _masked_linear(input, weight, scores, bias, scale, method, temperature, rng):
+        _check_mask_args("masked_linear", weight, scores, scale)
+        torch._check_value(input.shape[-1] == weight.shape[1], lambda: (
+            f"sparseprune::masked_linear: input's last dimension must equal in_features = "
+            f"{weight.shape[1]}, got input of shape {list(input.shape)}"))
+        return input.new_empty((*input.shape[:-1], weight.shape[0]))
+
+    def _mask_grads(input, weight, scores, scale, output_mask):
+        return (_empty_like(input) if output_mask[0] else None,
+                _empty_like(weight) if output_mask[1] else None,
+                _empty_like(scores) if output_mask[2] else None,
+                weight.new_empty((weight.shape[0],)) if output_mask[3] else None,
+                _empty_like(scale) if output_mask[4] and scale is not None else None)
+
+    @fake("sparseprune::masked_linear_backward")
+    def _masked_linear_backward(grad_output, input, weight, scores, scale, method, temperature,
+                                rng, output_mask):
+        return _mask_grads(input, weight, scores, scale, output_mask)
+
+    @fake("sparseprune::masked_conv2d")
+    def _masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups,
+                       method, temperature, rng):
+        _check_mask_args("masked_conv2d", weight, scores, scale)
+        spatial = [
+            (size + 2 * pad - dil * (k - 1) - 1) // st + 1
+            for size, pad, dil, k, st in zip(input.shape[-2:], padding, dilation,
+                                             weight.shape[-2:], stride)
+        ]
+        return input.new_empty((*input.shape[:-3], weight.shape[0], *spatial))
+
+    @fake("sparseprune::masked_conv2d_backward")
+    def _masked_conv2d_backward(grad_output, input, weight, scores, scale, stride, padding,
+                                dilation, groups, method, temperature, rng, output_mask):
+        return _mask_grads(input, weight, scores, scale, output_mask)
+
+    @fake("sparseprune::philox_bits")
+    def _philox_bits(numel, seed, offset, device):
+        return torch.empty((numel,), dtype=torch.int32, device=device)
+
+    @fake("sparseprune::logistic_noise")
+    def _logistic_noise(numel, seed, offset, device):
+        return torch.empty((numel,), dtype=torch.float32, device=device)
+
+
+if _ext.available():
+    _register_fakes()

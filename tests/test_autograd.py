@@ -1,0 +1,100 @@
+"""Gradients: gradcheck where backward is the true derivative (input, weight, scale for a mask
+fixed by the rng), the straight-through formula for the scores, and torch.library.opcheck."""
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from sparseprune import ops
+from sparseprune.rng import rng_state
+
+from helpers import noise_like
+
+RNG = rng_state(2024, 11)
+
+
+def test_gradcheck_masked_linear():
+    x = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    scores = torch.randn(5, 9)
+
+    def f(x, weight, bias):
+        return ops.masked_linear(x, weight, scores, bias, None, "aslp", 1.0, RNG)
+
+    assert gradcheck(f, (x, weight, bias))
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 1, 1, 1), (2, 0, 1, 2),
+                                                            (1, 2, 2, 1)])
+def test_gradcheck_masked_conv2d(stride, padding, dilation, groups):
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    scores = torch.randn(weight.shape)
+
+    def f(x, weight, bias):
+        return ops.masked_conv2d(x, weight, scores, bias, None, [stride] * 2, [padding] * 2,
+                                 [dilation] * 2, groups, "aslp", 1.0, RNG)
+
+    assert gradcheck(f, (x, weight, bias))
+
+
+@pytest.mark.filterwarnings("ignore:Input #0 requires gradient and is not a double")
+def test_gradcheck_smart_rescale_scalar():
+    weight = torch.randn(6, 5, dtype=torch.float64)
+    scores = torch.randn(6, 5)
+    scale = torch.tensor([0.7], requires_grad=True)  # float32 by contract: compare in float32
+
+    def f(scale):
+        return ops.aslp_weight(weight.float(), scores, scale, 1.0, RNG)
+
+    assert gradcheck(f, (scale,), eps=1e-3, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("temperature", [0.3, 1.0, 2.5])
+def test_scores_gradient_is_the_straight_through_formula(temperature):
+    weight = torch.randn(40, 30)
+    scores = torch.randn(40, 30, requires_grad=True)
+    scale = torch.tensor([1.4])
+    grad = torch.randn(40, 30)
+    ops.aslp_weight(weight, scores, scale, temperature, RNG).backward(grad)
+    y = torch.sigmoid((scores.detach().double() + noise_like(scores, RNG)) / temperature)
+    expected = grad.double() * 1.4 * weight.double() * y * (1 - y) / temperature
+    torch.testing.assert_close(scores.grad.double(), expected, rtol=1e-5, atol=1e-7)
+
+
+def opcheck_samples():
+    w = torch.randn(6, 5, requires_grad=True)
+    s = torch.randn(6, 5, requires_grad=True)
+    c = torch.tensor([1.1], requires_grad=True)
+    x = torch.randn(3, 5, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    cw = torch.randn(4, 2, 3, 3, requires_grad=True)
+    cs = torch.randn(4, 2, 3, 3, requires_grad=True)
+    cx = torch.randn(2, 2, 6, 6, requires_grad=True)
+    cb = torch.randn(4, requires_grad=True)
+    g = torch.randn(6, 5)
+    op = torch.ops.sparseprune
+    return [
+        (op.aslp_weight.default, (w, s, c, 0.8, RNG)),
+        (op.aslp_weight.default, (w, s, None, 1.0, RNG)),
+        (op.aslp_weight_backward.default, (g, w.detach(), s.detach(), c.detach(), 0.8, RNG,
+                                           [True, True, True])),
+        (op.masked_linear.default, (x, w, s, b, c, "aslp", 0.7, RNG)),
+        (op.masked_linear_backward.default, (torch.randn(3, 6), x.detach(), w.detach(),
+                                             s.detach(), c.detach(), "aslp", 0.7, RNG,
+                                             [True, False, True, True, True])),
+        (op.masked_conv2d.default, (cx, cw, cs, cb, c, [1, 1], [1, 1], [1, 1], 1, "aslp", 1.0,
+                                    RNG)),
+        (op.masked_conv2d_backward.default, (torch.randn(2, 4, 6, 6), cx.detach(), cw.detach(),
+                                             cs.detach(), None, [1, 1], [1, 1], [1, 1], 1, "aslp",
+                                             1.0, RNG, [True, True, True, True, False])),
+        (op.philox_bits.default, (10, 1, 2, torch.device("cpu"))),
+        (op.logistic_noise.default, (10, 1, 2, torch.device("cpu"))),
+    ]
+
+
+@pytest.mark.parametrize("op,args", opcheck_samples(), ids=lambda v: getattr(v, "__name__", ""))
+def test_opcheck(op, args):
+    torch.library.opcheck(op, args)
