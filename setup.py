@@ -48,7 +48,7 @@ ISAS = X86_ISAS if IS_X86 else X86_ISAS[:1]
 KERNEL_FLAGS = ["-O3", "-std=c++20", "-fPIC", "-ffp-contract=off", "-fno-math-errno",
                 "-Wall", "-Wextra", "-Wno-unused-parameter",
                 # GCC 12 flags its own avx512fintrin.h "undefined" idiom as uninitialised.
-                "-Wno-maybe-uninitialized"]
+                "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
 
 
 def want_cuda() -> bool:

@@ -279,3 +279,14 @@ def test_kaiming_normal_init():
     assert first.weight.std().item() == pytest.approx((2 / 784) ** 0.5, rel=0.02)
     assert first.bias.abs().max().item() <= 1 / 784 ** 0.5
     assert kaiming_normal_(model) is model
+
+
+def test_demo_exits_2_without_data(tmp_path, monkeypatch, capsys):
+    from sparseprune import demo
+    monkeypatch.setattr(D, "SYSTEM_DATA_DIR", tmp_path / "system")
+    monkeypatch.setattr(demo, "_try_apt_install", lambda: False)
+    monkeypatch.delenv("SPARSEPRUNE_DATA", raising=False)
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    assert info.value.code == 2
+    assert "apt-get install -y dataset-fashion-mnist" in capsys.readouterr().err

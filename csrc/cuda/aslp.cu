@@ -24,26 +24,6 @@ namespace {
 template <class WT>
 using WeightMath = std::conditional_t<std::is_same<WT, double>::value, double, float>;
 
-// Calls fn(ST*, WT*) with null pointers of the storage types named by the two dtypes (host side;
-// the CUDA twin of visit_dtypes in csrc/cpu/kernels/vec.h).
-template <class Fn>
-void visit_dtypes(DType score_dtype, DType weight_dtype, Fn&& fn) {
-  auto with_weight = [&](auto* st) {
-    switch (weight_dtype) {
-      case DType::kFloat64: return fn(st, static_cast<double*>(nullptr));
-      case DType::kBFloat16: return fn(st, static_cast<BF16*>(nullptr));
-      case DType::kFloat16: return fn(st, static_cast<F16*>(nullptr));
-      default: return fn(st, static_cast<float*>(nullptr));
-    }
-  };
-  switch (score_dtype) {
-    case DType::kFloat64: return with_weight(static_cast<double*>(nullptr));
-    case DType::kBFloat16: return with_weight(static_cast<BF16*>(nullptr));
-    case DType::kFloat16: return with_weight(static_cast<F16*>(nullptr));
-    default: return with_weight(static_cast<float*>(nullptr));
-  }
-}
-
 // Whether every pointer the kernels touch allows one vector access per Philox block.
 template <class ST, class WT>
 bool packs_aligned(const AslpParams& p) {

@@ -32,10 +32,12 @@ AslpParams aslp_params(const at::Tensor& weight, const at::Tensor& scores, const
   return p;
 }
 
+#ifndef SP_WITH_CUDA
 [[noreturn]] void no_cuda(const char* op) {
   TORCH_CHECK(false, "sparseprune::", op,
               ": this build has no CUDA kernels; rebuild with SPARSEPRUNE_CUDA=1 (see README)");
 }
+#endif
 
 void run_forward(const char* op, const AslpParams& p, const at::Device& device) {
   if (p.numel == 0) return;

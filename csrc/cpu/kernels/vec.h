@@ -67,25 +67,6 @@ struct IO<Multi<T, N>> {
   }
 };
 
-// Calls fn(ST*, WT*) with null pointers of the storage types named by the two dtypes.
-template <class Fn>
-decltype(auto) visit_dtypes(DType score_dtype, DType weight_dtype, Fn&& fn) {
-  auto with_weight = [&](auto* st) -> decltype(auto) {
-    switch (weight_dtype) {
-      case DType::kFloat64: return fn(st, static_cast<double*>(nullptr));
-      case DType::kBFloat16: return fn(st, static_cast<BF16*>(nullptr));
-      case DType::kFloat16: return fn(st, static_cast<F16*>(nullptr));
-      default: return fn(st, static_cast<float*>(nullptr));
-    }
-  };
-  switch (score_dtype) {
-    case DType::kFloat64: return with_weight(static_cast<double*>(nullptr));
-    case DType::kBFloat16: return with_weight(static_cast<BF16*>(nullptr));
-    case DType::kFloat16: return with_weight(static_cast<F16*>(nullptr));
-    default: return with_weight(static_cast<float*>(nullptr));
-  }
-}
-
 // float64 on either side runs one lane at a time (it exists for gradcheck, not for speed).
 template <class ST, class WT>
 using LaneFor = std::conditional_t<std::is_same<ST, double>::value || std::is_same<WT, double>::value,

@@ -58,6 +58,26 @@ SP_HD uint16_t float_to_f16(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
+// Host side: calls fn(ST*, WT*) with null pointers of the storage types named by the two dtypes
+// (every kernel family instantiates its templates for the 4 x 4 combinations this way).
+template <class Fn>
+decltype(auto) visit_dtypes(DType score_dtype, DType weight_dtype, Fn&& fn) {
+  auto with_weight = [&](auto* st) -> decltype(auto) {
+    switch (weight_dtype) {
+      case DType::kFloat64: return fn(st, static_cast<double*>(nullptr));
+      case DType::kBFloat16: return fn(st, static_cast<BF16*>(nullptr));
+      case DType::kFloat16: return fn(st, static_cast<F16*>(nullptr));
+      default: return fn(st, static_cast<float*>(nullptr));
+    }
+  };
+  switch (score_dtype) {
+    case DType::kFloat64: return with_weight(static_cast<double*>(nullptr));
+    case DType::kBFloat16: return with_weight(static_cast<BF16*>(nullptr));
+    case DType::kFloat16: return with_weight(static_cast<F16*>(nullptr));
+    default: return with_weight(static_cast<float*>(nullptr));
+  }
+}
+
 // Scalar loads and stores in the math type.
 SP_HD float load_lane(const float* p) { return *p; }
 SP_HD double load_lane(const double* p) { return *p; }

@@ -1,0 +1,39 @@
+# sparseprune: `make demo`, `make test`, `make bench`. Each creates .venv (Python 3.11) when it is
+# missing, installs torch ($(TORCH_SPEC)) and the package with its test extras, builds the
+# extension when its sources changed, and runs.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
+
+.PHONY: build test demo bench clean
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet "$(TORCH_SPEC)" setuptools wheel ninja
+	touch $@
+
+# An editable install: the compiled sparseprune/_C*.so sits beside the Python sources.
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(PIP) install --quiet --no-build-isolation -e '.[test]'
+	touch $@
+
+build: $(VENV)/.built
+
+test: build
+	$(PY) -m pytest -q
+
+demo: build
+	$(PY) -m sparseprune.demo
+
+# Timings keep freed memory for reuse (as jemalloc/tcmalloc would); see README, Performance.
+BENCH_ALLOCATOR ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184
+
+bench: build
+	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/run.py
+
+clean:
+	rm -rf build sparseprune/_C*.so *.egg-info $(VENV)

@@ -1,0 +1,75 @@
+"""Timing, the memory-bandwidth floor and machine facts, shared by the suites and the runner.
+
+Every figure is a ratio measured in one process run (docs/PERFORMANCE.md): absolute times drift
+between runs and machines, ratios against the reference path and the floor measured alongside
+are what carry over.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+import sparseprune as sp
+
+
+def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 2,
+                min_seconds: float = 0.0) -> float:
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeat or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bandwidth(numel: int = 1 << 26) -> float:
+    """Bytes read + written per second by ``torch.add(a, b, out=c)`` on float32, best of 5."""
+    a, b, c = torch.rand(numel), torch.rand(numel), torch.empty(numel)
+    torch.add(a, b, out=c)
+    best = min(_timed(lambda: torch.add(a, b, out=c)) for _ in range(5))
+    return 3 * 4 * numel / best
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def mask_floor_seconds(numel: int, bytes_per_second: float) -> float:
+    """The floor of a mask forward + backward over float32 scores and frozen float32 weights:
+    forward reads scores and weight and writes the masked weight (12 B per weight), backward reads
+    its gradient, scores and weight and writes the score gradient (16 B)."""
+    return (12 + 16) * numel / bytes_per_second
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "sparseprune": sp.__version__,
+        "isas": sp.supported_cpu_isas(),
+        "allocator": os.environ.get("GLIBC_TUNABLES", "glibc default"),
+    }

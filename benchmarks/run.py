@@ -1,0 +1,130 @@
+"""`make bench`: measures targets T1, T2, T3 and T7 of docs/PERFORMANCE.md in one process run,
+for every CPU ISA, and writes benchmarks/results/latest.{md,json} and the README's table.
+
+  T1  ASLP fused mask forward + backward, 4096x4096, time / bandwidth floor      target <= 2.0
+  T2  the same, seed-paper reference path / fused                                target >= 25
+  T3  Conv4 training step (batch 64, 32x32x3), ASLP layers / dense layers        target <= 1.10
+  T7  peak memory of a 4096x4096 masked-linear step beyond a dense one           target <= scores
+                                                                                 + one transient
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import torch
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import sparseprune as sp  # noqa: E402
+
+import cases  # noqa: E402
+import common  # noqa: E402
+import memory  # noqa: E402
+
+RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+
+
+def run(size: int, repeat: int) -> dict:
+    shape = (size, size)
+    bytes_per_second = common.bandwidth()
+    floor = common.mask_floor_seconds(size * size, bytes_per_second)
+    reference = common.median_time(cases.mask_reference(shape), repeat=3, warmup=1)
+    conv_dense = common.median_time(cases.conv4_step("dense"), repeat=repeat)
+    conv_reference = common.median_time(cases.conv4_step("reference"), repeat=repeat)
+    per_isa = {}
+    for isa in sp.supported_cpu_isas():
+        sp.set_cpu_isa(isa)
+        fused = common.median_time(cases.mask_fused(shape), repeat=repeat if isa != "scalar" else 2,
+                                   warmup=1)
+        conv_fused = common.median_time(cases.conv4_step("fused"), repeat=repeat)
+        per_isa[isa] = {
+            "mask_fused_s": fused,
+            "T1_floor_ratio": fused / floor,
+            "T2_speedup_vs_reference": reference / fused,
+            "conv4_fused_step_s": conv_fused,
+            "T3_vs_dense": conv_fused / conv_dense,
+        }
+    mem = memory.measure(size)
+    return {
+        "machine": common.machine(),
+        "size": size,
+        "bandwidth_GBps": bytes_per_second / 1e9,
+        "mask_floor_s": floor,
+        "mask_reference_s": reference,
+        "conv4_dense_step_s": conv_dense,
+        "conv4_reference_step_s": conv_reference,
+        "conv4_reference_vs_dense": conv_reference / conv_dense,
+        "per_isa": per_isa,
+        "memory": mem,
+    }
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    mem = r["memory"]
+    lines = [
+        f"Measured by `make bench` on {m['cpu']}, {m['threads']} threads, torch {m['torch']}, "
+        f"allocator: {m['allocator']}. Bandwidth floor: `torch.add` at "
+        f"{r['bandwidth_GBps']:.1f} GB/s, mask floor {r['mask_floor_s'] * 1e3:.1f} ms for "
+        f"{r['size']}x{r['size']}.",
+        "",
+        "| ISA | T1 fused fwd+bwd 4096² (ms) | T1 / floor (≤ 2.0) | T2 speed-up vs paper code (≥ 25) "
+        "| T3 Conv4 step vs dense (≤ 1.10) |",
+        "|---|---|---|---|---|",
+    ]
+    for isa, v in r["per_isa"].items():
+        lines.append(f"| {isa} | {v['mask_fused_s'] * 1e3:.1f} | {v['T1_floor_ratio']:.2f}× | "
+                     f"{v['T2_speedup_vs_reference']:.0f}× | {v['T3_vs_dense']:.3f}× |")
+    lines += [
+        "",
+        f"Paper code path (F.gumbel_softmax), mask fwd+bwd 4096²: {r['mask_reference_s'] * 1e3:.0f} "
+        f"ms. Conv4 step (batch 64): dense {r['conv4_dense_step_s'] * 1e3:.1f} ms, paper-code "
+        f"ASLP {r['conv4_reference_vs_dense']:.2f}× dense.",
+        "",
+        f"T7 (peak RSS of one 4096² masked-linear training step, batch 256, beyond a dense step; "
+        f"1 weight = {mem['weight_bytes'] / 2**20:.0f} MiB): fused "
+        f"{mem['beyond_dense_in_weights']['fused']:.2f} weights during the step, plus the scores "
+        f"(1 weight, persistent); paper code {mem['beyond_dense_in_weights']['reference']:.1f} "
+        f"weights plus the scores. Target: ≤ scores + one weight-sized transient.",
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    if not README.exists():
+        return
+    text = README.read_text()
+    start, end = MARKERS
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        README.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    results = run(args.size, args.repeat)
+    table = markdown(results)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / "latest.md").write_text(table + "\n")
+    if not args.no_readme:
+        update_readme(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
