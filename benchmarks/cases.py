@@ -11,10 +11,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import sparseprune as sp
 from sparseprune import ops, reference
+from sparseprune.models import build_model
 from sparseprune.rng import rng_state
 
 
@@ -52,49 +52,6 @@ def mask_reference(shape: tuple[int, ...]) -> Callable[[], None]:
     return step
 
 
-class Conv4(nn.Module):
-    """Conv4 of the Supermask / Edge-Popup / ASLP papers for 32x32x3 inputs."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 128, 3, padding=1),
-            nn.ReLU(), nn.MaxPool2d(2))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(128 * 8 * 8, 256), nn.ReLU(),
-                                        nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-class ReferenceASLP(nn.Module):
-    """A layer masked by the seed paper's code path (reference.gumbel_softmax_weight)."""
-
-    def __init__(self, dense: nn.Module):
-        super().__init__()
-        self.dense = dense
-        dense.weight.requires_grad_(False)
-        if dense.bias is not None:
-            dense.bias.requires_grad_(False)
-        self.scores = nn.Parameter(torch.zeros_like(dense.weight))
-
-    def forward(self, x):
-        weight = reference.gumbel_softmax_weight(self.dense.weight, self.scores)
-        if isinstance(self.dense, nn.Linear):
-            return F.linear(x, weight, self.dense.bias)
-        return self.dense._conv_forward(x, weight, self.dense.bias)
-
-
-def _reference_aslp(model: nn.Module) -> nn.Module:
-    for name, module in list(model.named_modules()):
-        if type(module) in (nn.Linear, nn.Conv2d):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, ReferenceASLP(module))
-    return model
-
-
 def conv4_step(kind: str, batch: int = 64) -> Callable[[], None]:
     """One training step (forward, backward, SGD step) of Conv4 on a 32x32x3 batch.
 
@@ -102,11 +59,11 @@ def conv4_step(kind: str, batch: int = 64) -> Callable[[], None]:
     trained) or "reference" (the seed paper's mask code, scores trained).
     """
     torch.manual_seed(0)
-    model = Conv4()
+    model = build_model("conv4", (3, 32, 32), 10)
     if kind == "fused":
         sp.convert(model, "aslp")
     elif kind == "reference":
-        _reference_aslp(model)
+        model = reference.seed_paper_copy(model)
     elif kind != "dense":
         raise ValueError(f"kind must be dense, fused or reference, got {kind!r}")
     params = [p for p in model.parameters() if p.requires_grad]

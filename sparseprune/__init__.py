@@ -14,11 +14,12 @@ __version__ = "0.1.0"
 from . import functional, methods, nn, ops, reference  # noqa: E402
 from ._ext import (ExtensionError, build_info, compiled_cpu_isas, cpu_isa,  # noqa: E402
                    set_cpu_isa, supported_cpu_isas)
-from .convert import convert, final_masks, finalize, masked_layers  # noqa: E402
+from .convert import (convert, final_masks, finalize, mask_parameters,  # noqa: E402
+                      masked_layers)
 from .report import Report, sparsity_report  # noqa: E402
 
 __all__ = [
-    "convert", "finalize", "final_masks", "masked_layers", "sparsity_report", "Report", "functional", "methods",
+    "convert", "finalize", "final_masks", "mask_parameters", "masked_layers", "sparsity_report", "Report", "functional", "methods",
     "nn", "ops", "reference", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas", "supported_cpu_isas",
     "build_info", "ExtensionError", "__version__",
 ]

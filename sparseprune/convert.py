@@ -66,6 +66,18 @@ def masked_layers(model: nn.Module) -> list[tuple[str, MaskedLayer]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, MaskedLayer)]
 
 
+def mask_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """The trainable parameters the pruning methods added, grouped by name (``"scores"``,
+    ``"scale"``, ...), e.g. for optimizer parameter groups with their own learning rates."""
+    groups: dict[str, list[nn.Parameter]] = {}
+    for _, layer in masked_layers(model):
+        for name in layer.method.parameter_names:
+            param = getattr(layer, name, None)
+            if isinstance(param, nn.Parameter) and param.requires_grad:
+                groups.setdefault(name, []).append(param)
+    return groups
+
+
 def _check_density(density: Optional[float]) -> None:
     if density is None:
         return
@@ -98,20 +110,6 @@ def final_masks(model: nn.Module, *, density: Optional[float] = None,
     return {name: mask for (name, _), mask in zip(layers, masks)}
 
 
-def _dense_copy(layer: MaskedLayer, weight: torch.Tensor) -> nn.Module:
-    if isinstance(layer, MaskedLinear):
-        dense = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None,
-                          device="meta")
-    else:
-        dense = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                          layer.padding, layer.dilation, layer.groups, layer.bias is not None,
-                          layer.padding_mode, device="meta")
-    dense.weight = nn.Parameter(weight.clone())
-    if layer.bias is not None:
-        dense.bias = nn.Parameter(layer.bias.detach().clone())
-    return dense.train(layer.training)
-
-
 @torch.no_grad()
 def finalize(model: nn.Module, *, density: Optional[float] = None,
              scope: str = "global") -> nn.Module:
@@ -124,5 +122,5 @@ def finalize(model: nn.Module, *, density: Optional[float] = None,
     """
     masks = final_masks(model, density=density, scope=scope)
     for name, layer in masked_layers(model):
-        model = _replace(model, name, _dense_copy(layer, layer.method.final_weight(layer, masks[name])))
+        model = _replace(model, name, layer.to_dense(layer.method.final_weight(layer, masks[name])))
     return model

@@ -18,6 +18,7 @@ from torch.utils.data import (BatchSampler, DataLoader, RandomSampler, Sequentia
                               TensorDataset)
 
 PathLike = Union[str, os.PathLike]
+Pair = tuple[torch.Tensor, torch.Tensor]  # (images, labels)
 
 # IDX type code -> big-endian numpy dtype of the stored values.
 _IDX_DTYPES = {
@@ -116,8 +117,9 @@ def _candidates(name: str, root: Optional[PathLike]) -> list[pathlib.Path]:
 
 
 def _how_to_get(name: str) -> str:
-    hint = f"set {ENV_VAR} to a directory holding the four IDX files ({', '.join(IDX_FILES.values())}, " \
-           f"optionally .gz) or to its parent containing {name}/"
+    files = ", ".join(IDX_FILES.values())
+    hint = (f"set {ENV_VAR} to a directory holding the four IDX files ({files}, optionally .gz) "
+            f"or to its parent containing {name}/")
     if name == "fashion-mnist":
         return f"install it with `apt-get install -y dataset-fashion-mnist`, or {hint}"
     return hint
@@ -126,12 +128,13 @@ def _how_to_get(name: str) -> str:
 def find_dataset_dir(name: str = "fashion-mnist", root: Optional[PathLike] = None) -> pathlib.Path:
     """The directory holding dataset ``name``'s four IDX files.
 
-    Searched in order: ``root`` (the dataset directory itself or its parent), the ``SPARSEPRUNE_DATA``
-    environment variable (likewise), then ``/usr/share/datasets/<name>``. Raises FileNotFoundError
-    listing the places searched and how to get the data.
+    Searched in order: ``root`` (the dataset directory itself or its parent), the
+    ``SPARSEPRUNE_DATA`` environment variable (likewise), then ``/usr/share/datasets/<name>``.
+    Raises FileNotFoundError listing the places searched and how to get the data.
     """
     if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"name must be a dataset directory name like 'fashion-mnist', got {name!r}")
+        raise ValueError(f"name must be a dataset directory name like 'fashion-mnist', "
+                         f"got {name!r}")
     places = _candidates(name, root)
     for place in places:
         if _has_dataset(place):
@@ -150,7 +153,7 @@ def _check_fraction(val_fraction: float) -> float:
     return float(val_fraction)
 
 
-def _load_pair(directory: pathlib.Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_pair(directory: pathlib.Path, split: str) -> Pair:
     images = read_idx(_idx_path(directory, IDX_FILES[f"{split}_images"]))
     labels = read_idx(_idx_path(directory, IDX_FILES[f"{split}_labels"]))
     if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
@@ -161,7 +164,7 @@ def _load_pair(directory: pathlib.Path, split: str) -> tuple[torch.Tensor, torch
 
 
 def _split_off(images: torch.Tensor, labels: torch.Tensor, val_fraction: float,
-               seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+               seed: int) -> tuple[Pair, Pair]:
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     n_val = int(round(val_fraction * len(labels)))
     val_idx, train_idx = order[:n_val], order[n_val:]
@@ -192,7 +195,7 @@ def load_idx_dataset(name: str = "fashion-mnist", root: Optional[PathLike] = Non
 def synthetic_dataset(num_train: int = 512, num_test: int = 256, *,
                       input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,
                       seed: int = 0, signal: float = 0.5) -> Splits:
-    """A learnable toy task: sample = ``signal`` * its class's fixed random template + N(0, 1) noise.
+    """A learnable toy task: ``signal`` * a fixed random template per class + N(0, 1) noise.
 
     Deterministic from ``seed``. The validation split has ``num_test`` samples too. The default
     ``signal`` makes a dense LeNet-300-100 need a couple of epochs on 512 samples, not one step.

@@ -1,7 +1,7 @@
 """Demo: learn an ASLP subnetwork of a frozen random LeNet-300-100 on Fashion-MNIST, on the CPU.
 
-Run ``python -m sparseprune.demo`` (``make demo``). Prints the result table, writes a plot and a JSON
-file of the numbers, and times one training step of the fused kernels against the seed paper's
+Run ``python -m sparseprune.demo`` (``make demo``). Prints the result table, writes a plot and a
+JSON file of the numbers, and times one training step of the fused kernels against the seed paper's
 ``F.gumbel_softmax`` code path and a dense network.
 """
 
@@ -29,7 +29,6 @@ import sparseprune as sp
 from . import reference
 from .data import Splits, load_idx_dataset, loader
 from .models import LeNet300, kaiming_normal_
-from .nn.masked import MaskedLinear
 
 BATCH_SIZE = 256
 DEFAULT_EPOCHS = 120  # about 3 minutes of training on 2 idle CPU cores (~1.5 s per epoch)
@@ -43,7 +42,8 @@ def _try_apt_install() -> bool:
     """Install the dataset package once when we are root and have apt-get; True on success."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
         return False
-    print(f"Fashion-MNIST not found; running `apt-get install -y -qq {APT_PACKAGE}` ...", flush=True)
+    print(f"Fashion-MNIST not found; running `apt-get install -y -qq {APT_PACKAGE}` ...",
+          flush=True)
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", APT_PACKAGE]):
         if subprocess.run(cmd).returncode != 0:
             return False
@@ -66,13 +66,16 @@ def load_data(data_dir: Optional[str], seed: int) -> Splits:
 
 # --------------------------------------------------------------------------------- training
 
-def aslp_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    """METHODS.md 1.5: SGD lr 50 on the mask logits, lr 1e-3 on the Smart Rescale scalars."""
-    params = dict(model.named_parameters())
-    scores = [p for n, p in params.items() if n.endswith("scores")]
-    scales = [p for n, p in params.items() if n.endswith("scale")]
+def aslp_optimizer(scores: list[Tensor], scales: list[Tensor]) -> torch.optim.Optimizer:
+    """METHODS.md 1.5: SGD (momentum 0.9), lr 50 on the mask logits, 1e-3 on the Smart Rescale
+    scalars."""
     return torch.optim.SGD([{"params": scores, "lr": 50.0}, {"params": scales, "lr": 1e-3}],
                            momentum=0.9)
+
+
+def masked_model_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    groups = sp.mask_parameters(model)
+    return aslp_optimizer(groups["scores"], groups.get("scale", []))
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: torch.utils.data.DataLoader,
@@ -112,7 +115,7 @@ def train(model: nn.Module, splits: Splits, epochs: int, seed: int,
     per-epoch history and that epoch's number, with its state loaded into ``model``.
 
     Stops before an epoch that would likely end past ``max_seconds`` of training."""
-    opt = aslp_optimizer(model)
+    opt = masked_model_optimizer(model)
     train_data = loader(splits.train, BATCH_SIZE, shuffle=True, seed=seed)
     history, best, best_state = [], -1.0, None
     begin = time.perf_counter()
@@ -137,33 +140,8 @@ def train(model: nn.Module, splits: Splits, epochs: int, seed: int,
 
 # ---------------------------------------------------------------------------------- timing
 
-class GumbelSoftmaxLinear(nn.Module):
-    """A masked linear layer computed like the seed paper: ``F.gumbel_softmax`` then ``F.linear``."""
-
-    def __init__(self, layer: MaskedLinear):
-        super().__init__()
-        self.weight = nn.Parameter(layer.weight.detach().clone(), requires_grad=False)
-        self.bias = None if layer.bias is None else \
-            nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
-        self.scores = nn.Parameter(layer.scores.detach().clone())
-        self.scale = None if layer.scale is None else nn.Parameter(layer.scale.detach().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight = reference.gumbel_softmax_weight(self.weight, self.scores, self.scale)
-        return F.linear(x, weight, self.bias)
-
-
-def seed_paper_copy(model: nn.Module) -> nn.Module:
-    """``model`` with every MaskedLinear replaced by a :class:`GumbelSoftmaxLinear` (same values)."""
-    twin = copy.deepcopy(model)
-    for name, layer in list(twin.named_modules()):
-        if isinstance(layer, MaskedLinear):
-            parent, _, child = name.rpartition(".")
-            setattr(twin.get_submodule(parent), child, GumbelSoftmaxLinear(layer))
-    return twin
-
-
-def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> Callable[[], None]:
+def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor,
+             y: Tensor) -> Callable[[], None]:
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
@@ -180,12 +158,15 @@ def time_steps(model: nn.Module, x: Tensor, y: Tensor, num_classes: int,
     affects them alike.
     """
     fused = copy.deepcopy(model).train()
-    paper = seed_paper_copy(model).train()
+    paper = reference.seed_paper_copy(model).train()
+    paper_layers = [m for m in paper.modules() if isinstance(m, reference.GumbelSoftmaxLayer)]
+    paper_opt = aslp_optimizer([m.scores for m in paper_layers],
+                               [m.scale for m in paper_layers if m.scale is not None])
     dense = kaiming_normal_(LeNet300(tuple(x.shape[1:]), num_classes)).train()
-    steps = {"fused (sparseprune)": _step_fn(fused, aslp_optimizer(fused), x, y),
-             "seed paper (F.gumbel_softmax)": _step_fn(paper, aslp_optimizer(paper), x, y),
-             "dense (trainable weights)": _step_fn(dense, torch.optim.SGD(dense.parameters(), lr=0.01,
-                                                                          momentum=0.9), x, y)}
+    dense_opt = torch.optim.SGD(dense.parameters(), lr=0.01, momentum=0.9)
+    steps = {"fused (sparseprune)": _step_fn(fused, masked_model_optimizer(fused), x, y),
+             "seed paper (F.gumbel_softmax)": _step_fn(paper, paper_opt, x, y),
+             "dense (trainable weights)": _step_fn(dense, dense_opt, x, y)}
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_ in range(repeats + 3):  # the first rounds warm up allocators and caches
         for name, step in steps.items():
@@ -292,7 +273,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"test accuracy, final deterministic subnetwork: {100 * test_acc:.2f} %")
     print(f"  same as masked model in eval mode:           "
           f"{'yes' if test_acc == masked_acc else f'NO ({100 * masked_acc:.2f} %)'}")
-    print(f"global density: {report.density:.4f} ({report.kept:,} of {report.total:,} weights kept)\n")
+    print(f"global density: {report.density:.4f} "
+          f"({report.kept:,} of {report.total:,} weights kept)\n")
     print(report)
     print()
     print(timing_table(times))
@@ -304,7 +286,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    seed=args.seed, best_epoch=best_epoch, test_acc=test_acc,
                    masked_test_acc=masked_acc, history=history, sparsity=report.to_dict(),
                    step_seconds=times, threads=torch.get_num_threads(),
-                   step_ratio_vs_fused={k: t / times["fused (sparseprune)"] for k, t in times.items()},
+                   step_ratio_vs_fused={k: t / times["fused (sparseprune)"]
+                                        for k, t in times.items()},
                    wall_seconds=time.perf_counter() - wall)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)

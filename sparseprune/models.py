@@ -16,10 +16,13 @@ from torch import Tensor, nn
 Shape = Sequence[int]
 
 
-def _check_shape(model: str, input_shape: Shape, num_classes: int, min_hw: int = 1) -> tuple[int, int, int]:
+def _check_shape(model: str, input_shape: Shape, num_classes: int,
+                 min_hw: int = 1) -> tuple[int, int, int]:
     shape = tuple(input_shape)
-    if len(shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-        raise ValueError(f"{model}: input_shape must be (C, H, W) of positive ints, got {input_shape!r}")
+    if len(shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
+                              for d in shape):
+        raise ValueError(f"{model}: input_shape must be (C, H, W) of positive ints, "
+                         f"got {input_shape!r}")
     if shape[1] < min_hw or shape[2] < min_hw:
         raise ValueError(f"{model}: input height and width must be at least {min_hw}, "
                          f"got input_shape={shape}")
@@ -51,7 +54,7 @@ class LeNet300(nn.Module):
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 as in Caffe (20-50-500): conv 5x5 20, pool 2, conv 5x5 50, pool 2, fc 500, fc classes.
+    """LeNet-5 as in Caffe (20-50-500): conv 5x5 20, pool, conv 5x5 50, pool, fc 500, fc classes.
 
     Like Caffe's example and SNIP there is no ReLU after the convs unless ``conv_relu=True``
     (the L0 paper's variant); the hidden fc layer has one either way.
@@ -187,7 +190,7 @@ MODELS: dict[str, type[nn.Module]] = {
 
 
 def build_model(name: str, input_shape: Shape, num_classes: int) -> nn.Module:
-    """A new model by name (see ``MODELS``); unknown names raise ValueError listing the valid ones."""
+    """A new model by name (see ``MODELS``); unknown names raise ValueError listing valid ones."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
     return MODELS[name](input_shape, num_classes)

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 from typing import Optional
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import _args
 from .rng import next_rng, seed_offset
 
 __all__ = ["philox4x32_10", "philox_bits", "uniform", "logistic_noise", "aslp_weight",
-           "masked_linear", "masked_conv2d", "gumbel_softmax_weight"]
+           "masked_linear", "masked_conv2d", "gumbel_softmax_weight", "GumbelSoftmaxLayer",
+           "seed_paper_copy"]
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
@@ -123,7 +126,57 @@ def gumbel_softmax_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor
     Same distribution and straight-through gradient as :func:`aslp_weight`, from torch's own
     random stream (two exponentials per weight), materialising the noise and the soft sample.
     """
+    if weight.shape != scores.shape:
+        raise ValueError(f"scores must have the weight's shape {tuple(weight.shape)}, "
+                         f"got {tuple(scores.shape)}")
+    temperature = _args.temperature(temperature)
     logits = torch.stack((scores, torch.zeros_like(scores)))
     z = F.gumbel_softmax(logits, tau=temperature, hard=True, dim=0)[0]
     out = weight * z
     return out * scale if scale is not None else out
+
+
+class GumbelSoftmaxLayer(nn.Module):
+    """A linear or conv layer masked the way the seed paper's code does it: the weight goes through
+    :func:`gumbel_softmax_weight` each forward, then ``F.linear`` / the layer's convolution.
+    Weight and bias are frozen; ``scores`` (and ``scale`` if given) are trained."""
+
+    def __init__(self, layer: nn.Linear | nn.Conv2d, scores: Optional[Tensor] = None,
+                 scale: Optional[Tensor] = None, temperature: float = 1.0):
+        super().__init__()
+        self.layer = layer
+        self.layer.requires_grad_(False)
+        self.scores = nn.Parameter(torch.zeros_like(layer.weight) if scores is None
+                                   else scores.detach().clone())
+        self.scale = None if scale is None else nn.Parameter(scale.detach().clone())
+        self.temperature = _args.temperature(temperature)
+
+    def forward(self, input: Tensor) -> Tensor:
+        weight = gumbel_softmax_weight(self.layer.weight, self.scores, self.scale,
+                                       temperature=self.temperature)
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(input, weight, self.layer.bias)
+        return F.linear(input, weight, self.layer.bias)
+
+
+def seed_paper_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose masked layers (or plain ``nn.Linear`` / ``nn.Conv2d``, with
+    scores 0) are :class:`GumbelSoftmaxLayer` s with the same weights, scores and scales: the seed
+    paper's code path for the same network, for benchmarks."""
+    from .nn.masked import MaskedConv2d, MaskedLinear
+
+    twin = copy.deepcopy(model)
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, (MaskedLinear, MaskedConv2d)):
+            new = GumbelSoftmaxLayer(module.to_dense(module.weight), module.scores,
+                                     getattr(module, "scale", None),
+                                     getattr(module.method, "temperature", 1.0))
+        elif type(module) in (nn.Linear, nn.Conv2d):
+            new = GumbelSoftmaxLayer(module)
+        else:
+            continue
+        if name == "":
+            return new
+        parent, _, child = name.rpartition(".")
+        setattr(twin.get_submodule(parent), child, new)
+    return twin

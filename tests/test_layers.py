@@ -219,3 +219,28 @@ def test_converted_model_runs_under_torch_compile():
         out.sum().backward()
     assert out.shape == (4, 3)
     assert model[0].scores.grad is not None and model[0].scale.grad is not None
+
+
+def test_mask_parameters_groups_by_name():
+    model = sp.convert(small_net(), "aslp", rescale="smart")
+    groups = sp.mask_parameters(model)
+    assert set(groups) == {"scores", "scale"}
+    assert len(groups["scores"]) == 4 and all(p.shape == (1,) for p in groups["scale"])
+    plain = sp.mask_parameters(sp.convert(small_net(), "aslp"))
+    assert set(plain) == {"scores"}
+
+
+def test_seed_paper_copy_is_the_same_network_on_the_paper_code_path():
+    model = randomize_scores(sp.convert(small_net(), "aslp", rescale="smart"))
+    twin = sp.reference.seed_paper_copy(model)
+    layers = [m for m in twin.modules() if isinstance(m, sp.reference.GumbelSoftmaxLayer)]
+    masked = [m for _, m in sp.masked_layers(model)]
+    assert len(layers) == len(masked) == 4
+    for paper, ours in zip(layers, masked):
+        assert torch.equal(paper.layer.weight, ours.weight) and torch.equal(paper.scores, ours.scores)
+        assert paper.scale is not None and not paper.layer.weight.requires_grad
+    out = twin(torch.randn(3, 1, 8, 8))
+    out.sum().backward()
+    assert out.shape == (3, 3) and all(m.scores.grad is not None for m in layers)
+    with pytest.raises(ValueError, match="scores must have the weight's shape"):
+        sp.reference.gumbel_softmax_weight(torch.randn(2, 3), torch.randn(3, 2))

@@ -41,6 +41,7 @@ class ASLP(MaskMethod):
     """
 
     name = "aslp"
+    parameter_names = ("scores", "scale")
 
     def __init__(self, temperature: float = 1.0, rescale: Optional[str] = None,
                  signed_constant: bool = False, init_logit: float = 0.0,

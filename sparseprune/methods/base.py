@@ -24,6 +24,8 @@ class MaskMethod(ABC):
     """
 
     name: ClassVar[str] = ""
+    # The parameters attach() registers on the layer (see sparseprune.mask_parameters).
+    parameter_names: ClassVar[tuple[str, ...]] = ("scores",)
 
     def options(self) -> dict[str, Any]:
         """The options this instance was created with (for ``repr`` and run configs)."""

@@ -41,10 +41,18 @@ class MaskedLayer:
     # Each layer type also defines:
     #   fused(input, method, **kwargs): the output with the weight masked by the fused op of
     #       `method` (the training path);
-    #   dense(input, weight): the output with an explicit, already masked weight.
+    #   dense(input, weight): the output with an explicit, already masked weight;
+    #   to_dense(weight): a plain nn.Linear / nn.Conv2d twin carrying `weight`.
 
     def _method_repr(self) -> str:
         return f"method={self.method!r}" if hasattr(self, "method") else "method=None"
+
+
+def _with_parameters(dense: nn.Module, weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
+    dense.weight = nn.Parameter(weight.detach().clone())
+    if bias is not None:
+        dense.bias = nn.Parameter(bias.detach().clone())
+    return dense
 
 
 class MaskedLinear(MaskedLayer, nn.Linear):
@@ -68,6 +76,12 @@ class MaskedLinear(MaskedLayer, nn.Linear):
         layer.weight, layer.bias = linear.weight, linear.bias
         layer.set_method(method, **options)
         return layer
+
+    def to_dense(self, weight: Tensor) -> nn.Linear:
+        """A plain ``nn.Linear`` with this geometry, the given weight and a copy of the bias."""
+        dense = nn.Linear(self.in_features, self.out_features, self.bias is not None,
+                          device="meta")
+        return _with_parameters(dense, weight, self.bias).train(self.training)
 
     def fused(self, input: Tensor, method: str, **kwargs: Any) -> Tensor:
         return SF.masked_linear(input, self.weight, self.scores, self.bias, method=method, **kwargs)
@@ -104,6 +118,13 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
         layer.weight, layer.bias = conv.weight, conv.bias
         layer.set_method(method, **options)
         return layer
+
+    def to_dense(self, weight: Tensor) -> nn.Conv2d:
+        """A plain ``nn.Conv2d`` with this geometry, the given weight and a copy of the bias."""
+        dense = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                          self.padding, self.dilation, self.groups, self.bias is not None,
+                          self.padding_mode, device="meta")
+        return _with_parameters(dense, weight, self.bias).train(self.training)
 
     def _padded(self, input: Tensor) -> tuple[Tensor, Any]:
         if self.padding_mode == "zeros":
