@@ -1,8 +1,8 @@
 """T7: peak memory of one masked-linear training step beyond a dense one.
 
 Each configuration runs in a fresh process, which builds a 4096x4096 layer and its batch, notes its
-resident set size (RSS, /proc/self/statm), runs one training step and reads the peak RSS
-(getrusage ru_maxrss). The step's extra peak, dense vs masked, is reported in units of one
+resident set size (RSS, /proc/self/statm), runs one training step and reads the peak RSS (VmHWM in
+/proc/self/status; not getrusage, whose maximum a child inherits from its parent). The step's extra peak, dense vs masked, is reported in units of one
 weight-sized float32 tensor. RSS deltas are what the OS sees; glibc returns large freed blocks to
 the OS at once, so the peak of live tensors shows up in them.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -23,6 +22,14 @@ KINDS = ("dense", "fused", "reference")
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _child(kind: str, size: int, batch: int) -> dict:
@@ -60,7 +67,7 @@ def _child(kind: str, size: int, batch: int) -> dict:
     step(tiny, torch.randn(2, 8))
     before = _rss_bytes()
     step(layer, x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss_bytes()
     return {"kind": kind, "step_peak_bytes": peak - before}
 
 

@@ -41,7 +41,7 @@ def run(size: int, repeat: int) -> dict:
     per_isa = {}
     for isa in sp.supported_cpu_isas():
         sp.set_cpu_isa(isa)
-        fused = common.median_time(cases.mask_fused(shape), repeat=repeat if isa != "scalar" else 2,
+        fused = common.median_time(cases.mask_fused(shape), repeat=2 * repeat if isa != "scalar" else 2,
                                    warmup=1)
         conv_fused = common.median_time(cases.conv4_step("fused"), repeat=repeat)
         per_isa[isa] = {
