@@ -34,7 +34,8 @@ from torch.utils import cpp_extension  # noqa: E402
 ROOT = os.path.dirname(os.path.abspath(__file__))
 INCLUDE = os.path.join(ROOT, "csrc", "include")
 
-# Kernel sources compiled once per ISA: (name, SP_CPU_ISA_ID, flags). Never -march=native:
+# Kernel sources compiled once per ISA: (name, SP_CPU_ISA_ID, flags). Never the build host's
+# native flags:
 # each object carries only its own ISA, and csrc/cpu/dispatch.cpp picks one from cpuid at run time.
 X86_ISAS = [
     ("scalar", 0, []),

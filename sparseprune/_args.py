@@ -25,6 +25,14 @@ def tensor(name: str, value, optional: bool = False) -> Optional[Tensor]:
     return value
 
 
+def tensors(required: dict, optional: Optional[dict] = None) -> None:
+    """Checks that every required argument is a Tensor and every optional one a Tensor or None."""
+    for name, value in required.items():
+        tensor(name, value)
+    for name, value in (optional or {}).items():
+        tensor(name, value, optional=True)
+
+
 def temperature(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"temperature must be a number, got {type(value).__name__}")

@@ -28,9 +28,7 @@ def aslp_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor] = None, 
     of ``scores`` is that of the soft sample ``y = sigmoid((scores + L) / temperature)`` at the same
     noise draw; ``scale`` (a one-element float32 tensor, Smart Rescale) gets ``sum(g * weight * z)``.
     """
-    _args.tensor("weight", weight)
-    _args.tensor("scores", scores)
-    _args.tensor("scale", scale, optional=True)
+    _args.tensors({"weight": weight, "scores": scores}, {"scale": scale})
     tau = _args.temperature(temperature)
     rng = next_rng(generator)
     return ops.aslp_weight(weight, scores, scale, tau, rng)
@@ -44,11 +42,8 @@ def masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
     The masked weight (see :func:`aslp_weight`) is a transient: backward regenerates it from the
     saved ``rng`` in the same fused pass that computes the score gradients.
     """
-    _args.tensor("input", input)
-    _args.tensor("weight", weight)
-    _args.tensor("scores", scores)
-    _args.tensor("bias", bias, optional=True)
-    _args.tensor("scale", scale, optional=True)
+    _args.tensors({"input": input, "weight": weight, "scores": scores},
+                  {"bias": bias, "scale": scale})
     tau, method = _args.temperature(temperature), _args.method(method)
     rng = next_rng(generator)
     return ops.masked_linear(input, weight, scores, bias, scale, method, tau, rng)
@@ -64,11 +59,8 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
     Arguments follow ``torch.nn.functional.conv2d`` (including ``padding="same"``); the masked
     weight is a transient as in :func:`masked_linear`.
     """
-    _args.tensor("input", input)
-    _args.tensor("weight", weight)
-    _args.tensor("scores", scores)
-    _args.tensor("bias", bias, optional=True)
-    _args.tensor("scale", scale, optional=True)
+    _args.tensors({"input": input, "weight": weight, "scores": scores},
+                  {"bias": bias, "scale": scale})
     tau, method = _args.temperature(temperature), _args.method(method)
     stride, dilation = _args.pair("stride", stride), _args.pair("dilation", dilation)
     input, padding = _args.conv_padding(input, weight, stride, padding, dilation)

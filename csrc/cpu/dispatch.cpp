@@ -10,7 +10,7 @@ namespace {
 
 struct IsaEntry {
   const char* name;
-  const KernelTable& (*table)();
+  Isa id;
   bool (*runnable)();
 };
 
@@ -32,12 +32,12 @@ bool has_avx512() {
 // Best last.
 const std::vector<IsaEntry>& isa_entries() {
   static const std::vector<IsaEntry> entries = {
-      {"scalar", &kernels_scalar, &always},
+      {"scalar", Isa::kScalar, &always},
 #ifdef SP_BUILD_AVX2
-      {"avx2", &kernels_avx2, &has_avx2},
+      {"avx2", Isa::kAvx2, &has_avx2},
 #endif
 #ifdef SP_BUILD_AVX512
-      {"avx512", &kernels_avx512, &has_avx512},
+      {"avx512", Isa::kAvx512, &has_avx512},
 #endif
   };
   return entries;
@@ -80,7 +80,9 @@ std::atomic<const IsaEntry*>& active_entry() {
 
 }  // namespace
 
-const KernelTable& kernels() { return active_entry().load()->table(); }
+Isa active_isa_id() { return active_entry().load()->id; }
+
+const KernelTable& kernels() { return SP_KERNELS_FOR_ISA(kernels); }
 
 std::string active_isa() { return active_entry().load()->name; }
 

@@ -4,8 +4,6 @@
 // regenerated from (seed, offset) in both passes, and all element math comes from the shared
 // headers, so noise and masks are bit-identical to the CPU's.
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that pulls in cuBLAS/cuSPARSE
 #include <c10/util/Exception.h>
 
 #include <type_traits>
@@ -186,25 +184,21 @@ namespace cuda {
 
 void aslp_forward(const AslpParams& p, int device_index) {
   if (p.numel <= 0) return;
-  const auto index = static_cast<c10::DeviceIndex>(device_index);
-  c10::cuda::CUDAGuard guard(index);
-  auto stream = c10::cuda::getCurrentCUDAStream(index);  // what at::cuda:: re-exports
-  device::launch_forward(p, stream);
+  device::on_device(device_index, [&](cudaStream_t stream) { device::launch_forward(p, stream); });
 }
 
 void aslp_backward(const AslpParams& p, int device_index) {
   TORCH_CHECK(!p.grad_scale || p.scale_partials,
               "sparseprune: internal error: grad_scale needs scale_partials");
   if (p.numel <= 0) return;
-  const auto index = static_cast<c10::DeviceIndex>(device_index);
-  c10::cuda::CUDAGuard guard(index);
-  auto stream = c10::cuda::getCurrentCUDAStream(index);  // what at::cuda:: re-exports
-  device::launch_backward(p, stream);
-  if (p.grad_scale) {
-    device::sum_partials_kernel<<<1, device::kReduceThreads, 0, stream>>>(
-        p.scale_partials, num_tiles(p.numel), p.grad_scale);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  device::on_device(device_index, [&](cudaStream_t stream) {
+    device::launch_backward(p, stream);
+    if (p.grad_scale) {
+      device::sum_partials_kernel<<<1, device::kReduceThreads, 0, stream>>>(
+          p.scale_partials, num_tiles(p.numel), p.grad_scale);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
 }
 
 }  // namespace cuda

@@ -2,6 +2,8 @@
 // elements that one Philox block feeds, loaded and stored with one vector access when the host
 // has checked the alignment, and launch sizing. Device code sees raw pointers and POD only.
 #pragma once
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that pulls in cuBLAS/cuSPARSE
 #include <stdint.h>
 
 #include <type_traits>
@@ -84,6 +86,14 @@ __device__ __forceinline__ int pack_size(int64_t numel, int64_t e) {
 #define SP_FOR_EACH_PHILOX_BLOCK(b, num_blocks)                                        \
   for (int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;       \
        b < (num_blocks); b += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// Every launcher's frame: launch(stream) on the current stream of `device`, under a device guard.
+template <class Launch>
+void on_device(int device_index, Launch&& launch) {
+  const auto index = static_cast<c10::DeviceIndex>(device_index);
+  c10::cuda::CUDAGuard guard(index);
+  launch(c10::cuda::getCurrentCUDAStream(index).stream());
+}
 
 inline unsigned grid_for(int64_t items, int64_t per_block) {
   const int64_t blocks = (items + per_block - 1) / per_block;

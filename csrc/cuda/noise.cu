@@ -43,16 +43,15 @@ namespace cuda {
 
 void noise(const NoiseParams& p, int device_index) {
   if (p.numel <= 0) return;
-  const auto index = static_cast<c10::DeviceIndex>(device_index);
-  c10::cuda::CUDAGuard guard(index);
-  auto stream = c10::cuda::getCurrentCUDAStream(index);  // what at::cuda:: re-exports
-  const unsigned grid = device::grid_for((p.numel + 3) / 4, device::kThreads);
-  // uint32 and float packs have the same alignment.
-  if (device::pack_aligned<uint32_t>(p.out))
-    device::noise_kernel<true><<<grid, device::kThreads, 0, stream>>>(p);
-  else
-    device::noise_kernel<false><<<grid, device::kThreads, 0, stream>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  device::on_device(device_index, [&](cudaStream_t stream) {
+    const unsigned grid = device::grid_for((p.numel + 3) / 4, device::kThreads);
+    // uint32 and float packs have the same alignment.
+    if (device::pack_aligned<uint32_t>(p.out))
+      device::noise_kernel<true><<<grid, device::kThreads, 0, stream>>>(p);
+    else
+      device::noise_kernel<false><<<grid, device::kThreads, 0, stream>>>(p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
 }
 
 }  // namespace cuda

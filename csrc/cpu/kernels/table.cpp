@@ -4,7 +4,7 @@
 namespace sparseprune {
 namespace cpu {
 
-const KernelTable& SP_KERNEL_TABLE_FN() {
+const KernelTable& SP_ISA_FN(kernels)() {
   static constexpr KernelTable table{SP_ISA_NAME, &aslp_forward, &aslp_backward, &noise};
   return table;
 }

@@ -7,17 +7,18 @@
 #include "kernel_table.h"
 #include "multi.h"
 
+// SP_ISA_FN(family) names this ISA's table getter of a kernel family (see cpu/dispatch.h).
 #if SP_CPU_ISA_ID == 2
 #include "vec_avx512.h"
-#define SP_KERNEL_TABLE_FN kernels_avx512
+#define SP_ISA_FN(family) family##_avx512
 #define SP_ISA_NAME "avx512"
 #elif SP_CPU_ISA_ID == 1
 #include "vec_avx2.h"
-#define SP_KERNEL_TABLE_FN kernels_avx2
+#define SP_ISA_FN(family) family##_avx2
 #define SP_ISA_NAME "avx2"
 #else
 #include "vec_scalar.h"
-#define SP_KERNEL_TABLE_FN kernels_scalar
+#define SP_ISA_FN(family) family##_scalar
 #define SP_ISA_NAME "scalar"
 #endif
 
