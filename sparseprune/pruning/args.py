@@ -1,0 +1,136 @@
+"""Argument checks of the pruning-at-initialisation entry points (errors name the argument and the
+value received), and the scoring context they build."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..convert import Filter, _dense_type, _matches
+from .batches import BatchStream
+from .schedules import SCHEDULES
+from .scores import GRASP_SAMPLES_PER_CLASS, SCORERS, Context, Scorer
+from .selection import SCOPES
+
+METHODS = tuple(SCORERS)  # "snip", "grasp", "synflow", "iter_snip", "force", "random", "magnitude"
+
+
+def number(name: str, value: Any, low: float, high: float, low_open: bool) -> float:
+    """``value`` as a float in ``(low, high]`` (``low_open``) or ``[low, high]``."""
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+          and not math.isnan(value) and (value > low if low_open else value >= low)
+          and value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def positive_int(name: str, value: Any, optional: bool = False) -> Optional[int]:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' or None' if optional else ''}, "
+                         f"got {value!r}")
+    return value
+
+
+def choice(name: str, value: Any, valid: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}, got {value!r}")
+    return value
+
+
+def input_shape(value: Any) -> Optional[tuple[int, ...]]:
+    if value is None:
+        return None
+    shape = tuple(value) if isinstance(value, (tuple, list, torch.Size)) else None
+    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        raise ValueError(f"input_shape must be a sequence of positive ints (one example's "
+                         f"shape, without the batch dimension), got {value!r}")
+    return shape
+
+
+def prunable_layers(model: nn.Module, include: Filter = None,
+                    exclude: Filter = None) -> list[tuple[str, nn.Module]]:
+    """The ``nn.Linear`` / ``nn.Conv2d`` layers :func:`sparseprune.convert` would mask, by name.
+    ValueError when there is none, or when two of them share one weight tensor."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    layers = [(name, m) for name, m in model.named_modules()
+              if _dense_type(m) is not None
+              and (include is None or _matches(include, name, m))
+              and (exclude is None or not _matches(exclude, name, m))]
+    if not layers:
+        raise ValueError("model has no prunable layer: no nn.Linear or nn.Conv2d matched "
+                         f"(include={include!r}, exclude={exclude!r})")
+    seen: dict[int, str] = {}
+    for name, m in layers:
+        if id(m.weight) in seen:
+            raise ValueError(f"layers {seen[id(m.weight)]!r} and {name!r} share one weight; "
+                             "exclude one of them")
+        seen[id(m.weight)] = name
+    return layers
+
+
+def scoring_context(model: nn.Module, method: str, *, data: Any,
+                    loss_fn: Optional[Callable[[Tensor, Tensor], Tensor]], batches: int,
+                    generator: Optional[torch.Generator], include: Filter, exclude: Filter,
+                    samples_per_class: Optional[int],
+                    shape: Optional[Sequence[int]]) -> tuple[type[Scorer], Context]:
+    """Validate the scoring arguments shared by every entry point; the scorer class and its
+    context (the scoring data stream, the loss, the prunable layers)."""
+    if not isinstance(method, str) or method not in SCORERS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    cls = SCORERS[method]
+    batches = positive_int("batches", batches)
+    if batches > 1 and not cls.needs_data:
+        raise ValueError(f"batches applies to the data-driven methods (snip, grasp, iter_snip, "
+                         f"force); {method!r} uses no data, got batches={batches}")
+    samples_per_class = positive_int("samples_per_class", samples_per_class, optional=True)
+    if method == "grasp" and samples_per_class is None:
+        samples_per_class = GRASP_SAMPLES_PER_CLASS
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError("loss_fn must be callable (outputs, targets) -> loss, "
+                        f"got {type(loss_fn).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, "
+                        f"got {type(generator).__name__}")
+    shape = input_shape(shape)
+    layers = prunable_layers(model, include, exclude)
+    names = [name for name, _ in layers]
+    weights = [m.weight for _, m in layers]
+
+    needs_stream = cls.needs_data or (method == "synflow" and shape is None)
+    if needs_stream and data is None:
+        what = ("data= or input_shape= (only the input's shape is read from data)"
+                if method == "synflow"
+                else "data= (an iterable of (inputs, targets) batches, e.g. a DataLoader)")
+        raise ValueError(f"method {method!r} needs {what}, got data=None")
+    stream = BatchStream(data, weights[0].device) if needs_stream else None
+    if method == "synflow" and shape is None:
+        shape = stream.input_shape()
+    return cls, Context(model, names, weights, loss_fn=loss_fn or F.cross_entropy,
+                        stream=stream, batches=batches, samples_per_class=samples_per_class,
+                        generator=generator, input_shape=shape)
+
+
+def schedule_args(cls: type[Scorer], density: Any, iterations: Any, schedule: Any, scope: Any,
+                  min_layer_density: Any) -> tuple[float, int, str, str, float]:
+    """Validated (density, iterations, schedule, scope, min_layer_density); ``iterations=None``
+    becomes the method's default."""
+    density = number("density", density, 0.0, 1.0, low_open=True)
+    min_layer_density = number("min_layer_density", min_layer_density, 0.0, 1.0, low_open=False)
+    scope = choice("scope", scope, SCOPES)
+    schedule = choice("schedule", schedule, SCHEDULES)
+    iterations = positive_int("iterations", iterations, optional=True)
+    if iterations is None:
+        iterations = cls.default_iterations
+    if iterations > 1 and not cls.iterative:
+        raise ValueError(f"iterations applies to the iterative methods (synflow, iter_snip, "
+                         f"force); {cls.name!r} is one-shot, got iterations={iterations}")
+    return density, iterations, schedule, scope, min_layer_density
