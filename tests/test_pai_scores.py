@@ -13,6 +13,16 @@ from torch import nn
 import sparseprune as sp
 from sparseprune.pruning import compute_scores
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Thousands of tiny ops: on a shared 2-core machine, OpenMP hand-offs between two threads
+    # cost ~1000x the ops themselves.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TOL = dict(rtol=1e-6, atol=1e-9)  # central differences (h = 1e-5) are good to ~1e-10
 
 
