@@ -113,6 +113,12 @@ def test_densities_schedules():
     assert [round(d, 12) for d in exp] == [round(0.2 ** (t / 4), 12) for t in range(1, 5)]
     assert densities(0.1, 3, "linear") == pytest.approx([0.7, 0.4, 0.1])
     assert densities(0.1, 3, "linear")[-1] == 0.1  # exactly the target
+    with pytest.raises(ValueError, match=r"density must be a number in \(0, 1\], got 0"):
+        densities(0, 3)
+    with pytest.raises(ValueError, match="iterations must be an int >= 1, got 2.0"):
+        densities(0.1, 2.0)
+    with pytest.raises(ValueError, match="schedule must be one of 'exponential', 'linear'"):
+        densities(0.1, 2, "exp")
 
 
 @pytest.mark.parametrize("method", ["synflow", "iter_snip", "force"])

@@ -73,11 +73,15 @@ class BatchStream:
                             f"type {type(item).__name__}")
         return item[0].to(self.device), item[1].to(self.device)
 
-    def input_shape(self) -> tuple[int, ...]:
-        """The per-example input shape of the next batch, which stays the next batch."""
+    def peek(self) -> Batch:
+        """The next batch, which stays the next batch."""
         if self._pending is None:
             self._pending = self.next()
-        return tuple(self._pending[0].shape[1:])
+        return self._pending
+
+    def input_shape(self) -> tuple[int, ...]:
+        """The per-example input shape of the next batch."""
+        return tuple(self.peek()[0].shape[1:])
 
     def balanced(self, samples_per_class: int, num_classes: int) -> Batch:
         """A batch of exactly ``samples_per_class`` examples of each class ``0..num_classes-1``

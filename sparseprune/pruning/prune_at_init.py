@@ -53,13 +53,17 @@ def compute_scores(model: nn.Module, method: str, *, data: Any = None,
     mask_list = None
     if masks is not None:
         if not isinstance(masks, Mapping) or set(masks) != set(ctx.names):
-            raise ValueError(f"masks must map every prunable layer ({', '.join(map(repr, ctx.names))}) "
-                             f"to a bool tensor, got {masks!r:.200}")
-        mask_list = [masks[n].to(w.device) for n, w in zip(ctx.names, ctx.weights)]
-        for name, m, w in zip(ctx.names, mask_list, ctx.weights):
-            if m.dtype != torch.bool or m.shape != w.shape:
+            names = ", ".join(map(repr, ctx.names))
+            got = sorted(masks) if isinstance(masks, Mapping) else type(masks).__name__
+            raise ValueError(f"masks must map every prunable layer ({names}) to a bool tensor, "
+                             f"got {got}")
+        for name, w in zip(ctx.names, ctx.weights):
+            m = masks[name]
+            if not isinstance(m, Tensor) or m.dtype != torch.bool or m.shape != w.shape:
+                got = f"{m.dtype} {list(m.shape)}" if isinstance(m, Tensor) else type(m).__name__
                 raise ValueError(f"masks[{name!r}] must be a bool tensor of shape "
-                                 f"{list(w.shape)}, got {m.dtype} {list(m.shape)}")
+                                 f"{list(w.shape)}, got {got}")
+        mask_list = [masks[n].to(w.device) for n, w in zip(ctx.names, ctx.weights)]
     with _scoring_mode(model):
         scores = cls(ctx)(mask_list if cls.iterative else None)
     return dict(zip(ctx.names, scores))

@@ -6,11 +6,13 @@ themselves for one-shot scores, ``theta * mask`` for the sparse points of the it
 so gradients are taken with respect to the *effective* weights. Gradients accumulate into those
 leaves only (``backward(inputs=...)``): the model's own ``.grad`` fields are left alone.
 
-Memory: besides the model, the gradients (whose storage is reused for the scores) and any
-autograd graph, a scorer holds at most one extra weight-sized copy at a time: none for SNIP,
-GraSP's stop-gradient ``g``, Iter-SNIP's and FORCE's effective weights ``theta * mask``
-(updated in place), SynFlow's float64 ``|theta|`` (twice the bytes of float32 weights, plus the
-float64 ``|.|`` of the other parameters and buffers), magnitude's ``|theta|``.
+Memory: besides the model, the gradient (whose storage becomes the scores) and the autograd
+graph of one batch, a scorer holds at most one extra weight-sized copy at a time: none for SNIP,
+random and magnitude; Iter-SNIP's and FORCE's effective weights ``theta * mask`` (updated in
+place from step to step); SynFlow's float64 ``|theta|`` (so copy and gradient take twice the
+bytes of float32 weights; the other parameters and buffers get a float64 ``|.|`` too); GraSP's
+stop-gradient ``g``, plus, while the Hessian-vector product runs, the differentiable gradient in
+its graph. tests/test_prune_at_init.py measures these peaks.
 """
 
 from __future__ import annotations
@@ -48,8 +50,7 @@ class Context:
     def num_classes(self) -> int:
         """The model's output width, from one example of the first batch."""
         if self._num_classes is None:
-            self.stream.input_shape()  # make the next batch pending
-            x = self.stream._pending[0][:1]
+            x = self.stream.peek()[0][:1]
             with torch.no_grad():
                 self._num_classes = int(self.model(x).shape[-1])
         return self._num_classes
