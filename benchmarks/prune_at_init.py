@@ -7,7 +7,8 @@ fixed under the same budget for every method, and measure test accuracy. Writes
 and ``prune_at_init.md`` (the tables).
 
     python benchmarks/prune_at_init.py                       # the README's table
-    python benchmarks/prune_at_init.py --models lenet300 --seeds 0 --epochs lenet300=1   # quick
+    python benchmarks/prune_at_init.py --models lenet300 --seeds 0 --epochs lenet300=1 \
+        --out /tmp/quick --no-readme                         # a quick look
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from sparseprune.models import build_model, kaiming_normal_  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+MARKERS = ("<!-- pai:start -->", "<!-- pai:end -->")
 METHODS = ("dense",) + sp.pruning.METHODS
 DATA_METHODS = ("snip", "grasp", "iter_snip", "force")
 
@@ -135,7 +138,7 @@ def fmt_time(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}" if values else "–"
 
 
-def markdown(doc: dict) -> str:
+def markdown(doc: dict, per_layer: bool = True) -> str:
     runs = doc["runs"]
     meta = doc["meta"]
     lines = [
@@ -184,10 +187,13 @@ def markdown(doc: dict) -> str:
                 empty = sorted({e for r in sel for e in r["empty_layers"]})
                 note = f" (empty: {', '.join(empty)})" if empty else ""
                 cells += [fmt_acc([r["test_acc"] for r in sel]) + note,
-                          fmt_time([r["scoring_seconds"] for r in sel])]
+                          "–" if method == "dense"
+                          else fmt_time([r["scoring_seconds"] for r in sel])]
             label = "dense (d = 1)" if method == "dense" else method
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+        if not per_layer:
+            continue
         lines.append("Per-layer density (first seed):")
         lines.append("")
         layer_names = list(model_runs[0]["layer_density"])
@@ -202,6 +208,21 @@ def markdown(doc: dict) -> str:
                         f"{r['layer_density'][n]:.4f}" for n in layer_names) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def update_readme(doc: dict) -> None:
+    """Put the accuracy / scoring-time tables between the README's markers."""
+    text = README.read_text()
+    start, end = MARKERS
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    body = markdown(doc, per_layer=False).split("\n", 2)[2].strip()  # without the title
+    body = body.replace("\n## ", "\n### ")
+    body += ("\n\nPer-layer densities: `benchmarks/results/prune_at_init.md`; "
+             "numbers: `prune_at_init.json`.")
+    README.write_text(f"{head}{start}\n{body}\n{end}{tail}")
 
 
 def parse_epochs(items: list[str]) -> dict[str, int]:
@@ -232,6 +253,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(RESULTS / "prune_at_init"))
+    parser.add_argument("--no-readme", action="store_true",
+                        help="do not rewrite the README's table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     epochs = parse_epochs(args.epochs)
@@ -266,6 +289,8 @@ def main() -> None:
                           f"test {100 * r['test_acc']:.2f} %  scoring {r['scoring_seconds']:.2f} s"
                           f"  train {r['train_seconds']:.0f} s", flush=True)
     md_path.write_text(markdown(doc))
+    if not args.no_readme:
+        update_readme(doc)
     print(md_path.read_text())
 
 
