@@ -413,6 +413,13 @@ def test_bad_input_gets_a_clear_error(kwargs, error, pattern):
         sp.prune_at_init(net(), **kwargs)
 
 
+def test_non_finite_scores_are_an_error_naming_the_layer():
+    def nan_loss(out, y):
+        return (out * float("nan")).sum()
+    with pytest.raises(ValueError, match=r"snip: the scores of layer '0' contain NaN values"):
+        sp.prune_at_init(net(), "snip", density=0.5, data=data(), loss_fn=nan_loss)
+
+
 def test_bad_models():
     with pytest.raises(ValueError, match="model has no prunable layer"):
         sp.prune_at_init(nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)), "magnitude", density=0.5)
