@@ -11,6 +11,7 @@ import math
 import warnings
 from typing import Optional, Sequence
 
+import torch
 from torch import Tensor
 
 from ..select import top_k_masks
@@ -52,8 +53,10 @@ def select_masks(names: Sequence[str], scores: list[Tensor], density: float, *,
     ``min_layer_density`` each layer first reserves its own ``ceil(min_layer_density * N_l)``
     best weights and the rest is filled globally. ``scope="local"`` keeps
     ``max(round(density * N_l), ceil(min_layer_density * N_l))`` in each layer. With ``alive``
-    (the previous masks), only alive weights can be kept (no revival). ``scores`` must be
-    finite (ValueError naming the layer otherwise) and are overwritten (used as scratch space).
+    (the previous masks), only alive weights can be kept (no revival): the selection runs over
+    the alive scores alone (in order, so ties still break by position), which also makes late
+    steps of a long schedule cheaper. ``scores`` must be finite (ValueError naming the layer
+    otherwise) and may be overwritten (used as scratch space).
     """
     for name, s in zip(names, scores):
         # amin/amax propagate NaN and need no temporary, unlike isfinite().all().
@@ -62,16 +65,35 @@ def select_masks(names: Sequence[str], scores: list[Tensor], density: float, *,
             bad = "NaN" if math.isnan(low) or math.isnan(high) else "infinite"
             raise ValueError(f"{method or 'pruning'}: the scores of layer {name!r} contain {bad} "
                              "values; cannot rank them")
-    if alive is not None:
-        for s, a in zip(scores, alive):
-            s.masked_fill_(~a, -math.inf)
     numels = [s.numel() for s in scores]
     total, per_layer = keep_counts(numels, density, scope, min_layer_density)
+    if alive is None:
+        return _pick(scores, scope, total, per_layer)
+    # Schedules only shrink, so every count fits in the alive weights; min() guards the
+    # contract rather than silently reviving.
+    candidates = [s[a] for s, a in zip(scores, alive)]
+    if scope == "local":
+        per_layer = [min(k, c.numel()) for k, c in zip(per_layer, candidates)]
+    total = min(total, sum(c.numel() for c in candidates))
+    picked = _pick(candidates, scope, total, per_layer)
+    masks = []
+    for a, p in zip(alive, picked):
+        mask = torch.zeros_like(a)
+        mask[a] = p
+        masks.append(mask)
+    return masks
+
+
+def _pick(scores: list[Tensor], scope: str, total: int, per_layer: list[int]) -> list[Tensor]:
+    """Top-k masks: ``per_layer`` counts (local) or ``total`` with ``per_layer`` floors reserved
+    first in each layer (global)."""
     if scope == "local":
         return [top_k_masks([s], k)[0] for s, k in zip(scores, per_layer)]
-    for s, floor in zip(scores, per_layer):
-        if floor:
-            s.masked_fill_(top_k_masks([s], floor)[0], math.inf)
+    if any(per_layer):
+        scores = [s.clone() if floor else s for s, floor in zip(scores, per_layer)]
+        for s, floor in zip(scores, per_layer):
+            if floor:
+                s.masked_fill_(top_k_masks([s], min(floor, s.numel()))[0], math.inf)
     return top_k_masks(scores, total)
 
 
