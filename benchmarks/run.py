@@ -36,14 +36,14 @@ def run(size: int, repeat: int) -> dict:
     bytes_per_second = common.bandwidth()
     floor = common.mask_floor_seconds(size * size, bytes_per_second)
     reference = common.median_time(cases.mask_reference(shape), repeat=3, warmup=1)
-    conv_dense = common.median_time(cases.conv4_step("dense"), repeat=repeat)
-    conv_reference = common.median_time(cases.conv4_step("reference"), repeat=repeat)
+    conv_dense = common.median_time(cases.conv_step("dense"), repeat=repeat)
+    conv_reference = common.median_time(cases.conv_step("reference"), repeat=repeat)
     per_isa = {}
     for isa in sp.supported_cpu_isas():
         sp.set_cpu_isa(isa)
         fused = common.median_time(cases.mask_fused(shape), repeat=2 * repeat if isa != "scalar" else 2,
                                    warmup=1)
-        conv_fused = common.median_time(cases.conv4_step("fused"), repeat=repeat)
+        conv_fused = common.median_time(cases.conv_step("fused"), repeat=repeat)
         per_isa[isa] = {
             "mask_fused_s": fused,
             "T1_floor_ratio": fused / floor,

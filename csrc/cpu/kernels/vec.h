@@ -33,6 +33,7 @@ struct IO<float> {
   template <class T>
   static float load(const T* p) { return static_cast<float>(load_lane(p)); }
   static uint32_t load_bits(const uint32_t* p) { return *p; }
+  static void store_bits(uint32_t* p, uint32_t v) { *p = v; }
   template <class T>
   static void store(T* p, float v) { store_lane(p, v); }
 };
@@ -61,6 +62,10 @@ struct IO<Multi<T, N>> {
     typename Lanes<Multi<T, N>>::U r;
     SP_UNROLL for (int k = 0; k < N; ++k) r.part[k] = IO<T>::load_bits(p + k * kPart);
     return r;
+  }
+  template <class U>
+  static void store_bits(uint32_t* p, const Multi<U, N>& v) {
+    SP_UNROLL for (int k = 0; k < N; ++k) IO<T>::store_bits(p + k * kPart, v.part[k]);
   }
   template <class S>
   static void store(S* p, const Multi<T, N>& v) {
