@@ -90,6 +90,13 @@ def pair(name: str, value: IntPair) -> list[int]:
     raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
+def conv_args(input: Tensor, weight: Tensor, stride, padding, dilation):
+    """``(input, stride, padding, dilation)`` normalised as the conv ops take them."""
+    stride, dilation = pair("stride", stride), pair("dilation", dilation)
+    input, padding = conv_padding(input, weight, stride, padding, dilation)
+    return input, stride, padding, dilation
+
+
 def conv_padding(input: Tensor, weight: Tensor, stride: list[int], padding, dilation: list[int]):
     """Resolves ``padding`` (int, pair, "valid" or "same") to a symmetric pair, padding the input
     explicitly when "same" needs one more row or column on one side (as torch does)."""

@@ -13,57 +13,30 @@ import torch
 from . import _ext
 
 
-def _register() -> None:
-    ops = torch.ops.sparseprune
+def _register(name: str, differentiable: int, saved: tuple[int, ...]) -> None:
+    """Registers ``name``'s backward. Its first ``differentiable`` inputs may need gradients;
+    ``saved`` lists those the backward op takes (by position), the inputs between the last of
+    them and ``rng`` are options passed through, and ``rng`` is the last input."""
+    backward_op = getattr(torch.ops.sparseprune, f"{name}_backward")
 
-    # masked_weight(weight, scores, scale, method, rescale, temperature, density, rng)
-    def weight_setup(ctx, inputs, output):
-        weight, scores, scale, *options, rng = inputs
-        ctx.save_for_backward(weight, scores, scale, rng)
-        ctx.options = options
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*(inputs[i] for i in saved), inputs[-1])
+        ctx.options = inputs[differentiable:-1]
+        ctx.num_inputs = len(inputs)
 
-    def weight_backward(ctx, grad):
-        weight, scores, scale, rng = ctx.saved_tensors
-        need = list(ctx.needs_input_grad[:3])
-        grads = ops.masked_weight_backward(grad, weight, scores, scale, *ctx.options, rng, need)
-        return (*grads, None, None, None, None, None)
+    def backward(ctx, grad):
+        *tensors, rng = ctx.saved_tensors
+        need = list(ctx.needs_input_grad[:differentiable])
+        grads = backward_op(grad, *tensors, *ctx.options, rng, need)
+        return (*grads, *([None] * (ctx.num_inputs - differentiable)))
 
-    torch.library.register_autograd("sparseprune::masked_weight", weight_backward,
-                                    setup_context=weight_setup)
-
-    # masked_linear(input, weight, scores, bias, scale, method, rescale, temperature, density, rng)
-    def linear_setup(ctx, inputs, output):
-        input, weight, scores, bias, scale, *options, rng = inputs
-        ctx.save_for_backward(input, weight, scores, scale, rng)
-        ctx.options = options
-
-    def linear_backward(ctx, grad_output):
-        input, weight, scores, scale, rng = ctx.saved_tensors
-        need = list(ctx.needs_input_grad[:5])
-        grads = ops.masked_linear_backward(grad_output, input, weight, scores, scale,
-                                           *ctx.options, rng, need)
-        return (*grads, None, None, None, None, None)
-
-    torch.library.register_autograd("sparseprune::masked_linear", linear_backward,
-                                    setup_context=linear_setup)
-
-    # masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups,
-    #               method, rescale, temperature, density, rng)
-    def conv_setup(ctx, inputs, output):
-        input, weight, scores, bias, scale, *options, rng = inputs
-        ctx.save_for_backward(input, weight, scores, scale, rng)
-        ctx.options = options
-
-    def conv_backward(ctx, grad_output):
-        input, weight, scores, scale, rng = ctx.saved_tensors
-        need = list(ctx.needs_input_grad[:5])
-        grads = ops.masked_conv2d_backward(grad_output, input, weight, scores, scale,
-                                           *ctx.options, rng, need)
-        return (*grads, *([None] * 9))
-
-    torch.library.register_autograd("sparseprune::masked_conv2d", conv_backward,
-                                    setup_context=conv_setup)
+    torch.library.register_autograd(f"sparseprune::{name}", backward, setup_context=setup_context)
 
 
 if _ext.available():
-    _register()
+    # masked_weight(weight, scores, scale, method, rescale, temperature, density, rng)
+    _register("masked_weight", 3, saved=(0, 1, 2))
+    # masked_linear(input, weight, scores, bias, scale, method, ..., rng): bias needs no saving
+    _register("masked_linear", 5, saved=(0, 1, 2, 4))
+    # masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups, ...)
+    _register("masked_conv2d", 5, saved=(0, 1, 2, 4))

@@ -104,7 +104,6 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
                   {"bias": bias, "scale": scale})
     tau = _args.temperature(temperature)
     method, rescale, density = _args.mask_options(method, scale, rescale, density)
-    stride, dilation = _args.pair("stride", stride), _args.pair("dilation", dilation)
-    input, padding = _args.conv_padding(input, weight, stride, padding, dilation)
+    input, stride, padding, dilation = _args.conv_args(input, weight, stride, padding, dilation)
     return ops.masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups,
                              method, rescale, tau, density, _rng(method, generator))

@@ -156,8 +156,7 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
                   temperature: float = 1.0, density: Optional[float] = None,
                   generator: Optional[torch.Generator] = None) -> Tensor:
     """Reference for :func:`sparseprune.functional.masked_conv2d`."""
-    stride, dilation = _args.pair("stride", stride), _args.pair("dilation", dilation)
-    input, padding = _args.conv_padding(input, weight, stride, padding, dilation)
+    input, stride, padding, dilation = _args.conv_args(input, weight, stride, padding, dilation)
     masked = _functional(method, weight, scores, scale, rescale, temperature, density, generator)
     return F.conv2d(input, masked, bias, stride, padding, dilation, groups)
 

@@ -52,14 +52,8 @@ at::Tensor stochastic_forward(const char* op, const at::Tensor& w, const at::Ten
     kept = partials_for(p.numel, 1, w.device());
     p.partials = kept.data_ptr<double>();
   }
-  const bool nan = run_pass(
-      op, w.device(), p.numel,
-      [&](const cpu::KernelTable& k, int64_t b, int64_t e) { return k.stochastic_forward(p, b, e); },
-      [&] {
-#ifdef SP_WITH_CUDA
-        cuda::stochastic_forward(p, w.device().index());
-#endif
-      });
+  const bool nan = run_tiles(op, w.device(), p, &cpu::KernelTable::stochastic_forward,
+                             SP_CUDA_FN(stochastic_forward));
   check_no_nan(op, nan);
   if (uses_dwr(args)) multiplier = dwr_multiplier(p.numel, kept.sum(), w.scalar_type());
   return masked;
@@ -80,17 +74,8 @@ void stochastic_backward(const char* op, StochasticParams& p, const at::Device& 
 #ifdef SP_WITH_CUDA
   if (grad_scale && device.is_cuda()) p.grad_scale = grad_scale->data_ptr<float>();
 #endif
-  run_pass(
-      op, device, p.numel,
-      [&](const cpu::KernelTable& k, int64_t b, int64_t e) {
-        k.stochastic_backward(p, b, e);
-        return false;
-      },
-      [&] {
-#ifdef SP_WITH_CUDA
-        cuda::stochastic_backward(p, device.index());
-#endif
-      });
+  run_tiles(op, device, p, &cpu::KernelTable::stochastic_backward,
+            SP_CUDA_FN(stochastic_backward));
   if (grad_scale && device.is_cpu()) {  // tile partials summed in tile order
     const double* part = partials.data_ptr<double>();
     double total = 0;
@@ -107,33 +92,13 @@ void dwr_backward(const char* op, StochasticParams& p, const at::Device& device,
   at::Tensor partials = partials_for(p.numel, 2, device);
   p.partials = partials.data_ptr<double>();
   p.slopes = slopes.data_ptr<float>();
-  run_pass(
-      op, device, p.numel,
-      [&](const cpu::KernelTable& k, int64_t b, int64_t e) {
-        k.dwr_collect(p, b, e);
-        return false;
-      },
-      [&] {
-#ifdef SP_WITH_CUDA
-        cuda::dwr_collect(p, device.index());
-#endif
-      });
+  run_tiles(op, device, p, &cpu::KernelTable::dwr_collect, SP_CUDA_FN(dwr_collect));
   const at::Tensor sums = partials.sum(0);  // [sum w z g, M]
   const at::Tensor kept = sums.select(0, 1).clamp_min(1.0);
   const at::Tensor r = static_cast<double>(p.numel) / kept;
   const at::Tensor factors = at::stack({r, r * sums.select(0, 0) / kept}).contiguous();
   p.dwr_factors = factors.data_ptr<double>();
-  run_pass(
-      op, device, p.numel,
-      [&](const cpu::KernelTable& k, int64_t b, int64_t e) {
-        k.dwr_finish(p, b, e);
-        return false;
-      },
-      [&] {
-#ifdef SP_WITH_CUDA
-        cuda::dwr_finish(p, device.index());
-#endif
-      });
+  run_tiles(op, device, p, &cpu::KernelTable::dwr_finish, SP_CUDA_FN(dwr_finish));
 }
 
 }  // namespace

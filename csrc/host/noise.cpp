@@ -19,17 +19,7 @@ at::Tensor generate(const char* op, int64_t numel, int64_t seed, int64_t offset,
   p.offset = static_cast<uint64_t>(offset);
   p.kind = kind;
   p.out = out.data_ptr();
-  run_pass(
-      op, device, numel,
-      [&](const cpu::KernelTable& k, int64_t b, int64_t e) {
-        k.noise(p, b, e);
-        return false;
-      },
-      [&] {
-#ifdef SP_WITH_CUDA
-        cuda::noise(p, device.index());
-#endif
-      });
+  run_tiles(op, device, p, &cpu::KernelTable::noise, SP_CUDA_FN(noise));
   return out;
 }
 

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <atomic>
+#include <type_traits>
 
 #include "../cpu/dispatch.h"
 #ifdef SP_WITH_CUDA
@@ -42,6 +43,32 @@ bool run_pass(const char* op, const at::Device& device, int64_t numel, CpuPass&&
     if (cpu_pass(k, begin, end)) nan_seen = true;
   });
   return nan_seen;
+}
+
+#ifdef SP_WITH_CUDA
+#define SP_CUDA_FN(name) &::sparseprune::cuda::name
+#else
+#define SP_CUDA_FN(name) nullptr
+#endif
+
+// One kernel pass over the whole tensor of p: the CPU table entry `cpu_fn` over all tiles, or the
+// CUDA launcher `cuda_fn` (SP_CUDA_FN(name)). Returns whether a NaN score was seen (CPU passes
+// that report it).
+template <class P, class R>
+bool run_tiles(const char* op, const at::Device& device, const P& p,
+               R (*cpu::KernelTable::*cpu_fn)(const P&, int64_t, int64_t),
+               std::type_identity_t<void (*)(const P&, int)> cuda_fn) {
+  return run_pass(
+      op, device, p.numel,
+      [&](const cpu::KernelTable& k, int64_t begin, int64_t end) {
+        if constexpr (std::is_same<R, bool>::value) {
+          return (k.*cpu_fn)(p, begin, end);
+        } else {
+          (k.*cpu_fn)(p, begin, end);
+          return false;
+        }
+      },
+      [&] { cuda_fn(p, device.index()); });
 }
 
 inline void check_no_nan(const char* op, bool nan_seen) {

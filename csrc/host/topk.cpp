@@ -107,14 +107,8 @@ at::Tensor topk_forward(const char* op, const at::Tensor& weight, const at::Tens
   at::Tensor tie_quota;
   if (p.numel == 0) return masked;
   select_threshold(op, p, weight.device(), top_k_count(density, p.numel), tie_quota);
-  const bool nan = run_pass(
-      op, weight.device(), p.numel,
-      [&](const cpu::KernelTable& k, int64_t b, int64_t e) { return k.topk_forward(p, b, e); },
-      [&] {
-#ifdef SP_WITH_CUDA
-        cuda::topk_forward(p, weight.device().index());
-#endif
-      });
+  const bool nan =
+      run_tiles(op, weight.device(), p, &cpu::KernelTable::topk_forward, SP_CUDA_FN(topk_forward));
   check_no_nan(op, nan);
   return masked;
 }
@@ -132,17 +126,7 @@ void topk_backward(const char* op, const at::Tensor& grad, const at::Tensor& wei
   // The mask is recomputed, not saved: the selection is a few reads of the scores.
   if (p.grad_weight || p.masked)
     select_threshold(op, p, weight.device(), top_k_count(density, p.numel), tie_quota);
-  run_pass(
-      op, weight.device(), p.numel,
-      [&](const cpu::KernelTable& k, int64_t b, int64_t e) {
-        k.topk_backward(p, b, e);
-        return false;
-      },
-      [&] {
-#ifdef SP_WITH_CUDA
-        cuda::topk_backward(p, weight.device().index());
-#endif
-      });
+  run_tiles(op, weight.device(), p, &cpu::KernelTable::topk_backward, SP_CUDA_FN(topk_backward));
 }
 
 }  // namespace host

@@ -6,15 +6,6 @@
 SP_NAMESPACE_BEGIN
 namespace {
 
-template <class T>
-const T* in(const void* p, int64_t first) {
-  return static_cast<const T*>(p) + first;
-}
-template <class T>
-T* out(void* p, int64_t first) {
-  return p ? static_cast<T*>(p) + first : nullptr;
-}
-
 inline float scale_of(const StochasticParams& p) { return p.scale ? *p.scale : 1.0f; }
 
 // A double factor as a weight-math lane: full precision for float64 weights, float otherwise.

@@ -7,15 +7,6 @@
 SP_NAMESPACE_BEGIN
 namespace {
 
-template <class T>
-const T* in(const void* p, int64_t first) {
-  return static_cast<const T*>(p) + first;
-}
-template <class T>
-T* out(void* p, int64_t first) {
-  return p ? static_cast<T*>(p) + first : nullptr;
-}
-
 inline int64_t tile_end_of(const TopkParams& p, int64_t t) {
   return (t + 1) * kTileElems < p.numel ? (t + 1) * kTileElems : p.numel;
 }

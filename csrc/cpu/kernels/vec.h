@@ -78,6 +78,16 @@ template <class ST, class WT>
 using LaneFor = std::conditional_t<std::is_same<ST, double>::value || std::is_same<WT, double>::value,
                                    float, Vec>;
 
+// Typed views of the Params' void pointers at element `first` (null stays null).
+template <class T>
+const T* in(const void* p, int64_t first) {
+  return static_cast<const T*>(p) + first;
+}
+template <class T>
+T* out(void* p, int64_t first) {
+  return p ? static_cast<T*>(p) + first : nullptr;
+}
+
 // Weight math runs in double for float64 weights (scalar path only), else in the score lane type.
 template <class F, class WT>
 using WeightLane = std::conditional_t<std::is_same<WT, double>::value, double, F>;
