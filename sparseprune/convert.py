@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-import math
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import torch
 from torch import nn
 
+from . import _args
 from .nn.masked import MaskedConv2d, MaskedLayer, MaskedLinear
-from .select import top_k_masks
+from .select import select_top
 
 Filter = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
 
 _MASKED = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d}
-SCOPES = ("global", "local")
 
 
 def _matches(spec: Filter, name: str, module: nn.Module) -> bool:
@@ -39,6 +39,16 @@ def _dense_type(module: nn.Module) -> Optional[type]:
     return next((t for t in _MASKED if type(module) is t), None)
 
 
+def convertible_layers(model: nn.Module, include: Filter = None,
+                       exclude: Filter = None) -> list[tuple[str, nn.Module]]:
+    """The plain ``nn.Linear`` / ``nn.Conv2d`` layers of ``model`` that :func:`convert` would
+    swap for masked ones, with their qualified names, in module order (maybe none)."""
+    return [(name, module) for name, module in model.named_modules()
+            if _dense_type(module) is not None
+            and (include is None or _matches(include, name, module))
+            and (exclude is None or not _matches(exclude, name, module))]
+
+
 def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
             exclude: Filter = None, **method_options: Any) -> nn.Module:
     """Swap every ``nn.Linear`` / ``nn.Conv2d`` of ``model`` for a masked layer, in place.
@@ -49,15 +59,13 @@ def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
     a predicate ``(name, module) -> bool``. Returns the model (a new module only when ``model``
     itself is a single layer). Raises ValueError when nothing matches.
     """
-    targets = [(name, module, cls) for name, module in model.named_modules()
-               if (cls := _dense_type(module)) is not None
-               and (include is None or _matches(include, name, module))
-               and (exclude is None or not _matches(exclude, name, module))]
+    targets = convertible_layers(model, include, exclude)
     if not targets:
         raise ValueError("convert: no nn.Linear or nn.Conv2d layer matched "
                          f"(include={include!r}, exclude={exclude!r})")
-    for name, module, dense_cls in targets:
-        model = _replace(model, name, _MASKED[dense_cls].from_dense(module, method, **method_options))
+    for name, module in targets:
+        masked = _MASKED[type(module)].from_dense(module, method, **method_options)
+        model = _replace(model, name, masked)
     return model
 
 
@@ -78,12 +86,25 @@ def mask_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-def _check_density(density: Optional[float]) -> None:
-    if density is None:
-        return
-    if isinstance(density, bool) or not isinstance(density, (int, float)) \
-            or not (0 < density <= 1) or math.isnan(density):
-        raise ValueError(f"density must be a number in (0, 1], got {density!r}")
+@contextlib.contextmanager
+def sampled_masks(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, the stochastic methods (ASLP, Supermask) sample a fresh mask at every
+    forward in eval mode too, instead of using their deterministic final mask. The Supermask papers
+    report accuracy averaged over such samples::
+
+        with sp.sampled_masks(model.eval()):
+            accuracy = sum(evaluate(model) for _ in range(10)) / 10
+    """
+    methods = [layer.method for _, layer in masked_layers(model)
+               if hasattr(layer.method, "sample_in_eval")]
+    before = [m.sample_in_eval for m in methods]
+    for m in methods:
+        m.sample_in_eval = True
+    try:
+        yield model
+    finally:
+        for m, value in zip(methods, before):
+            m.sample_in_eval = value
 
 
 @torch.no_grad()
@@ -96,17 +117,12 @@ def final_masks(model: nn.Module, *, density: Optional[float] = None,
     over all masked layers together (``scope="global"``, N = all their weights) or in each layer
     (``scope="local"``, N = the layer's weights). Ties break by position.
     """
-    _check_density(density)
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    scope = _args.scope(scope)
     layers = masked_layers(model)
-    if density is None:
+    if density is None or not layers:
         return {name: layer.method.final_mask(layer) for name, layer in layers}
     scores = [layer.method.ranking_scores(layer) for _, layer in layers]
-    if scope == "global":
-        masks = top_k_masks(scores, round(density * sum(s.numel() for s in scores)))
-    else:
-        masks = [top_k_masks([s], round(density * s.numel()))[0] for s in scores]
+    masks = select_top(scores, _args.density(density), scope=scope)
     return {name: mask for (name, _), mask in zip(layers, masks)}
 
 

@@ -1,9 +1,16 @@
-"""Exact top-k selection across tensors, with deterministic tie-breaking."""
+"""Exact top-k selection across tensors, with deterministic tie-breaking, and the kept counts a
+density implies: the one implementation behind ``finalize(density=...)``, Edge-Popup's final
+mask and :func:`sparseprune.prune_at_init`."""
 
 from __future__ import annotations
 
+import math
+from typing import Optional, Sequence
+
 import torch
 from torch import Tensor
+
+from . import _args
 
 
 def top_k_masks(scores: list[Tensor], k: int) -> list[Tensor]:
@@ -33,3 +40,78 @@ def top_k_masks(scores: list[Tensor], k: int) -> list[Tensor]:
         masks.append(keep[start:start + s.numel()].reshape(s.shape))
         start += s.numel()
     return masks
+
+
+def layer_floors(numels: Sequence[int], min_layer_density: float) -> list[int]:
+    """``ceil(min_layer_density * N_l)`` per layer (so any positive minimum keeps >= 1 weight)."""
+    if min_layer_density <= 0:
+        return [0 for _ in numels]
+    # round() first: 0.3 * 10 is 3.0000000000000004 in floating point, whose ceil would be 4.
+    return [min(n, math.ceil(round(min_layer_density * n, 9))) for n in numels]
+
+
+def keep_counts(numels: Sequence[int], density: float, scope: str = "global",
+                min_layer_density: float = 0.0) -> tuple[int, list[int]]:
+    """(total kept, per-layer floors) for ``scope="global"``; (total, per-layer counts) for
+    ``"local"``. Global: ``round(density * N)``. Local: ``max(round(density * N_l), floor_l)``.
+    ``round`` is Python's (ties to even), as the C++ ``top_k_count``."""
+    floors = layer_floors(numels, min_layer_density)
+    if scope == "local":
+        counts = [max(round(density * n), f) for n, f in zip(numels, floors)]
+        return sum(counts), counts
+    total = round(density * sum(numels))
+    if sum(floors) > total:
+        raise ValueError(
+            f"min_layer_density={min_layer_density} keeps at least {sum(floors)} weights "
+            f"(ceil(min_layer_density * N) per layer), more than density={density} keeps in "
+            f"total ({total} of {sum(numels)}); lower min_layer_density or raise density")
+    return total, floors
+
+
+def select_top(scores: Sequence[Tensor], density: float, *, scope: str = "global",
+               min_layer_density: float = 0.0,
+               alive: Optional[Sequence[Tensor]] = None) -> list[Tensor]:
+    """Boolean keep-masks of the largest ``scores`` (one tensor per layer, in layer order).
+
+    ``scope="global"`` keeps exactly ``round(density * N)`` entries over all layers; with
+    ``min_layer_density`` each layer first reserves its own ``ceil(min_layer_density * N_l)``
+    best and the rest is filled globally. ``scope="local"`` keeps
+    ``max(round(density * N_l), ceil(min_layer_density * N_l))`` in each layer. With ``alive``
+    (boolean masks), only alive entries can be kept: the selection runs over the alive scores
+    alone, in order, so ties still break by position (earlier layer, then lower flat index) and
+    late steps of a long schedule rank fewer entries. ``scores`` are not modified.
+    """
+    scope = _args.scope(scope)
+    scores = list(scores)
+    total, per_layer = keep_counts([s.numel() for s in scores], density, scope,
+                                   min_layer_density)
+    if alive is None:
+        return _pick(scores, scope, total, per_layer, scratch=False)
+    # Schedules only shrink, so every count fits in the alive entries; min() guards the
+    # contract rather than silently reviving.
+    candidates = [s.detach()[a] for s, a in zip(scores, alive)]
+    if scope == "local":
+        per_layer = [min(k, c.numel()) for k, c in zip(per_layer, candidates)]
+    total = min(total, sum(c.numel() for c in candidates))
+    picked = _pick(candidates, scope, total, per_layer, scratch=True)
+    masks = []
+    for a, p in zip(alive, picked):
+        mask = torch.zeros_like(a)
+        mask[a] = p
+        masks.append(mask)
+    return masks
+
+
+def _pick(scores: list[Tensor], scope: str, total: int, per_layer: list[int], *,
+          scratch: bool) -> list[Tensor]:
+    """Top-k masks: ``per_layer`` counts (local) or ``total`` with ``per_layer`` floors reserved
+    first in each layer (global). ``scratch``: ``scores`` are copies that may be overwritten."""
+    if scope == "local":
+        return [top_k_masks([s], k)[0] for s, k in zip(scores, per_layer)]
+    if any(per_layer):
+        scores = [s if scratch or not floor else s.detach().clone()
+                  for s, floor in zip(scores, per_layer)]
+        for s, floor in zip(scores, per_layer):
+            if floor:
+                s.masked_fill_(top_k_masks([s], min(floor, s.numel()))[0], math.inf)
+    return top_k_masks(scores, total)

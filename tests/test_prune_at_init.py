@@ -390,7 +390,7 @@ def test_min_layer_density_larger_than_the_budget_is_an_error():
     (dict(method="snip", density=0.1, data=None), ValueError, r"method 'snip' needs data= .*got data=None"),
     (dict(method="force", density=0.1, data=None), ValueError, r"method 'force' needs data="),
     (dict(method="synflow", density=0.1, data=None), ValueError, r"method 'synflow' needs data= or input_shape="),
-    (dict(method="snip", density=0.1, scope="layer"), ValueError, r"scope must be one of 'global', 'local', got 'layer'"),
+    (dict(method="snip", density=0.1, scope="layer"), ValueError, r"scope must be one of \('global', 'local'\), got 'layer'"),
     (dict(method="force", density=0.1, schedule="cosine"), ValueError, r"schedule must be one of 'exponential', 'linear', got 'cosine'"),
     (dict(method="force", density=0.1, iterations=0), ValueError, r"iterations must be an int >= 1 or None, got 0"),
     (dict(method="snip", density=0.1, iterations=5), ValueError, r"'snip' is one-shot, got iterations=5"),

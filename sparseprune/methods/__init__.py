@@ -1,6 +1,7 @@
 """Pruning methods: each one a :class:`MaskMethod` registered under its name."""
 
-from . import aslp, fixed  # noqa: F401  (registers "aslp", "fixed")
+from . import edge_popup, fixed, stochastic  # noqa: F401  (register "aslp", "supermask",
+#                                               "edge_popup", "fixed")
 from .base import MaskMethod, available, create, register
 
 __all__ = ["MaskMethod", "available", "create", "register"]

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..convert import Filter, _dense_type, _matches
+from .. import _args
+from ..convert import Filter, convertible_layers
 from .batches import BatchStream
 from .schedules import SCHEDULES
 from .scores import GRASP_SAMPLES_PER_CLASS, SCORERS, Context, Scorer
-from .selection import SCOPES
 
 METHODS = tuple(SCORERS)  # "snip", "grasp", "synflow", "iter_snip", "force", "random", "magnitude"
 
@@ -61,10 +61,7 @@ def prunable_layers(model: nn.Module, include: Filter = None,
     ValueError when there is none, or when two of them share one weight tensor."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    layers = [(name, m) for name, m in model.named_modules()
-              if _dense_type(m) is not None
-              and (include is None or _matches(include, name, m))
-              and (exclude is None or not _matches(exclude, name, m))]
+    layers = convertible_layers(model, include, exclude)
     if not layers:
         raise ValueError("model has no prunable layer: no nn.Linear or nn.Conv2d matched "
                          f"(include={include!r}, exclude={exclude!r})")
@@ -123,9 +120,9 @@ def schedule_args(cls: type[Scorer], density: Any, iterations: Any, schedule: An
                   min_layer_density: Any) -> tuple[float, int, str, str, float]:
     """Validated (density, iterations, schedule, scope, min_layer_density); ``iterations=None``
     becomes the method's default."""
-    density = number("density", density, 0.0, 1.0, low_open=True)
+    density = _args.density(density)
     min_layer_density = number("min_layer_density", min_layer_density, 0.0, 1.0, low_open=False)
-    scope = choice("scope", scope, SCOPES)
+    scope = _args.scope(scope)
     schedule = choice("schedule", schedule, SCHEDULES)
     iterations = positive_int("iterations", iterations, optional=True)
     if iterations is None:

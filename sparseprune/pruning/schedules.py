@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from .. import _args
 
 SCHEDULES = ("exponential", "linear")
 
@@ -17,9 +17,7 @@ def densities(density: float, iterations: int, schedule: str = "exponential") ->
     exactly (``1 - (1 - d)`` may differ from ``d`` in the last bit, which could move
     ``round(d * N)``).
     """
-    if isinstance(density, bool) or not isinstance(density, (int, float)) \
-            or math.isnan(density) or not 0 < density <= 1:
-        raise ValueError(f"density must be a number in (0, 1], got {density!r}")
+    density = _args.density(density)
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
     if schedule not in SCHEDULES:
