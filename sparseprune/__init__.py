@@ -7,6 +7,8 @@ Quick start::
     ...train the scores...
     print(sp.sparsity_report(model))
     sp.finalize(model)                            # plain layers, pruned weights exactly 0
+    sp.to_sparse(model.eval())                    # sparse inference layers, format per layer
+    sp.save(model, "model.safetensors")           # only the kept weights
 """
 
 __version__ = "0.1.0"
@@ -17,9 +19,11 @@ from ._ext import (ExtensionError, build_info, compiled_cpu_isas, cpu_isa,  # no
 from .convert import (convert, final_masks, finalize, mask_parameters,  # noqa: E402
                       masked_layers)
 from .report import Report, sparsity_report  # noqa: E402
+from .serialize import load, save  # noqa: E402
+from .sparse import to_sparse  # noqa: E402
 
 __all__ = [
     "convert", "finalize", "final_masks", "mask_parameters", "masked_layers", "sparsity_report", "Report", "functional", "methods",
     "nn", "ops", "reference", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas", "supported_cpu_isas",
-    "build_info", "ExtensionError", "__version__",
+    "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",
 ]

@@ -40,8 +40,16 @@ struct Simd {
   }
   // Lanes of the set bits of `bits` (kWidth bits) take vals[0], vals[1], ... in order; the others
   // are 0. Reads exactly popcount(bits) floats.
-  static V expand(const float* vals, uint32_t bits) {
+  static V expand(const float* vals, uint32_t bits, const float* /*vals_end*/) {
     return _mm512_maskz_expandloadu_ps(static_cast<__mmask16>(bits), vals);
+  }
+  // Writes base + i for the set bits i of `bits` (kWidth bits), in order, to out (which has room
+  // for kWidth more); returns how many.
+  static int kept_columns(uint32_t bits, int32_t base, int32_t* out) {
+    const __m512i cols = _mm512_add_epi32(_mm512_set1_epi32(base), _mm512_setr_epi32(
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    _mm512_storeu_si512(out, _mm512_maskz_compress_epi32(static_cast<__mmask16>(bits), cols));
+    return popcount(bits);
   }
 };
 
@@ -63,6 +71,20 @@ struct ExpandTable {
   }
 };
 inline constexpr ExpandTable kExpandTable{};
+
+// For AVX2's kept_columns: entry m holds, in nibble r, the position of the r-th set bit of m.
+struct CompressTable {
+  uint32_t position[256];
+  constexpr CompressTable() : position() {
+    for (int m = 0; m < 256; ++m) {
+      uint32_t packed = 0;
+      for (int i = 0, r = 0; i < 8; ++i)
+        if ((m >> i) & 1) packed |= static_cast<uint32_t>(i) << (4 * r++);
+      position[m] = packed;
+    }
+  }
+};
+inline constexpr CompressTable kCompressTable{};
 
 struct Simd {
   using V = __m256;
@@ -93,8 +115,9 @@ struct Simd {
     const __m256i i = _mm256_maskload_epi32(idx, m);
     return _mm256_mask_i32gather_ps(zero(), base, i, _mm256_castsi256_ps(m), 4);
   }
-  static V expand(const float* vals, uint32_t bits) {
-    const V packed = load_n(vals, popcount(bits));
+  static V expand(const float* vals, uint32_t bits, const float* vals_end) {
+    // A full load when it stays inside the values (the lanes past popcount(bits) are unused).
+    const V packed = vals + kWidth <= vals_end ? load(vals) : load_n(vals, popcount(bits));
     const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
     const __m256i rank = _mm256_and_si256(
         _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(kExpandTable.rank[bits])), shifts),
@@ -103,6 +126,15 @@ struct Simd {
     const __m256i set = _mm256_cmpeq_epi32(
         _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), lane_bit), lane_bit);
     return _mm256_and_ps(_mm256_permutevar8x32_ps(packed, rank), _mm256_castsi256_ps(set));
+  }
+  static int kept_columns(uint32_t bits, int32_t base, int32_t* out) {
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    const __m256i position = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(kCompressTable.position[bits])), shifts),
+        _mm256_set1_epi32(15));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                        _mm256_add_epi32(position, _mm256_set1_epi32(base)));
+    return popcount(bits);
   }
 };
 
@@ -122,6 +154,10 @@ struct Simd {
   static float sum(V v) { return v; }
   static V gather(const float* base, const int32_t* idx) { return base[*idx]; }
   static V gather_n(const float* base, const int32_t* idx, int) { return base[*idx]; }
+  static int kept_columns(uint32_t bits, int32_t base, int32_t* out) {
+    *out = base;
+    return static_cast<int>(bits & 1u);
+  }
 };
 
 #endif

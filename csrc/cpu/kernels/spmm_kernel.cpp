@@ -11,97 +11,136 @@ using V = Simd::V;
 constexpr int kW = Simd::kWidth;
 constexpr int kMaxParts = 4;  // vectors per column tile
 
-// Calls add0(k, v) and add1(k, v) alternately on the kept weights (column k, value v) of row n,
-// so that two independent accumulator sets hide the FMA latency.
-template <class Add0, class Add1>
-inline void for_each_kept(const SparseMatrix& w, int64_t n, Add0&& add0, Add1&& add1) {
-  if (w.format == SparseFormat::kCsr) {
-    const int32_t* idx = w.col_idx;
-    const float* val = w.values;
-    int64_t j = w.row_ptr[n];
-    const int64_t end = w.row_ptr[n + 1];
-    for (; j + 1 < end; j += 2) {
-      add0(idx[j], val[j]);
-      add1(idx[j + 1], val[j + 1]);
+// Accumulates W[n, k] * X[k, tile] for one row n over one column tile of kParts vectors (the last
+// one partial unless kFull), in kSets independent sums so that consecutive FMAs do not wait for
+// each other (an FMA's latency is 4 cycles; two issue per cycle).
+template <int kParts, bool kFull>
+struct RowTile {
+  static constexpr int kSets = kParts == 1 ? 8 : kParts == 2 ? 4 : 2;
+  V acc[kSets][kParts];
+  const float* x;  // X at this tile's first column
+  int64_t stride;
+  int last;  // lanes of the last vector
+
+  RowTile(const float* x_, int64_t stride_, int last_) : x(x_), stride(stride_), last(last_) {
+    for (auto& set : acc)
+      for (V& a : set) a = Simd::zero();
+  }
+
+  V part(const float* row, int t) const {
+    return kFull || t < kParts - 1 ? Simd::load(row + t * kW) : Simd::load_n(row + t * kW, last);
+  }
+
+  // The kept weights val[j] at columns col[j], j < count.
+  void add(const int32_t* col, const float* val, int64_t count) {
+    int64_t j = 0;
+    for (; j + kSets <= count; j += kSets) {
+      SP_UNROLL for (int s = 0; s < kSets; ++s) {
+        const V w = Simd::set1(val[j + s]);
+        const float* row = x + col[j + s] * stride;
+        SP_UNROLL for (int t = 0; t < kParts; ++t) acc[s][t] = Simd::fmadd(w, part(row, t), acc[s][t]);
+      }
     }
-    if (j < end) add0(idx[j], val[j]);
+    for (; j < count; ++j) {
+      const V w = Simd::set1(val[j]);
+      const float* row = x + col[j] * stride;
+      SP_UNROLL for (int t = 0; t < kParts; ++t) acc[0][t] = Simd::fmadd(w, part(row, t), acc[0][t]);
+    }
+  }
+
+  V total(int t) const {
+    V sum = acc[0][t];
+    for (int s = 1; s < kSets; ++s) sum = Simd::add(sum, acc[s][t]);
+    return sum;
+  }
+};
+
+// Feeds row n's kept weights to tile.add: CSR rows directly; bitmap rows decoded into column lists
+// a piece at a time (branch-free, kWidth bits per step).
+template <class Tile>
+void add_row(const SparseMatrix& w, int64_t n, Tile& tile) {
+  const int64_t begin = w.row_ptr[n];
+  if (w.format == SparseFormat::kCsr) {
+    tile.add(w.col_idx + begin, w.values + begin, w.row_ptr[n + 1] - begin);
     return;
   }
+  constexpr int kPiece = 1024;
+  alignas(64) int32_t cols[kPiece + 32];
   const uint32_t* words = w.bitmap + n * w.words_per_row;
-  const float* val = w.values + w.row_ptr[n];
+  const float* val = w.values + begin;
+  int count = 0;
   for (int64_t word = 0; word < w.words_per_row; ++word) {
-    const int64_t base = 32 * word;
-    uint32_t bits = words[word];
-    while (bits) {
-      add0(base + lowest_bit(bits), *val++);
-      bits &= bits - 1;
-      if (!bits) break;
-      add1(base + lowest_bit(bits), *val++);
-      bits &= bits - 1;
+    const uint32_t bits = words[word];
+    for (int g = 0; g < 32; g += kW) {
+      const uint32_t group = kW == 32 ? bits : (bits >> g) & ((1u << kW) - 1u);
+      count += Simd::kept_columns(group, static_cast<int32_t>(32 * word + g), cols + count);
+    }
+    if (count > kPiece - 32 || word + 1 == w.words_per_row) {
+      tile.add(cols, val, count);
+      val += count;
+      count = 0;
     }
   }
 }
 
-// Row n of Y over columns [col, col + (kParts - 1) * kW + last); kFull: last == kW.
+// Row n of Y over columns [col, col + (kParts - 1) * kW + last) into out[0 ..]; kFull: last == kW.
 template <int kParts, bool kFull>
-void row_tile(const SpmmParams& p, const float* x, int64_t n, int64_t col, int last) {
-  V acc0[kParts], acc1[kParts];
-  for (int t = 0; t < kParts; ++t) acc0[t] = acc1[t] = Simd::zero();
-  const float* xc = x + col;
-  const int64_t stride = p.x_stride;
-  auto part = [&](const float* row, int t) {
-    return kFull || t < kParts - 1 ? Simd::load(row + t * kW) : Simd::load_n(row + t * kW, last);
-  };
-  for_each_kept(
-      p.w, n,
-      [&](int64_t k, float v) {
-        const V s = Simd::set1(v);
-        const float* row = xc + k * stride;
-        for (int t = 0; t < kParts; ++t) acc0[t] = Simd::fmadd(s, part(row, t), acc0[t]);
-      },
-      [&](int64_t k, float v) {
-        const V s = Simd::set1(v);
-        const float* row = xc + k * stride;
-        for (int t = 0; t < kParts; ++t) acc1[t] = Simd::fmadd(s, part(row, t), acc1[t]);
-      });
+void row_tile(const SpmmParams& p, const float* x, int64_t n, int64_t col, int last, float* out) {
+  RowTile<kParts, kFull> tile(x + col, p.x_stride, last);
+  add_row(p.w, n, tile);
   const V bias = Simd::set1(p.bias ? p.bias[n] : 0.0f);
-  float* y = p.y + n * p.y_row_stride + col * p.y_col_stride;
   for (int t = 0; t < kParts; ++t) {
-    const V r = Simd::add(Simd::add(acc0[t], acc1[t]), bias);
-    const int lanes = kFull || t < kParts - 1 ? kW : last;
-    if (p.y_col_stride == 1) {
-      if (lanes == kW) Simd::store(y + t * kW, r);
-      else Simd::store_n(y + t * kW, r, lanes);
-    } else {  // a Linear's output (batch, out): this row's values are a column there
-      alignas(64) float tmp[kW];
-      Simd::store(tmp, r);
-      for (int i = 0; i < lanes; ++i) y[(t * kW + i) * p.y_col_stride] = tmp[i];
-    }
+    const V r = Simd::add(tile.total(t), bias);
+    if (kFull || t < kParts - 1) Simd::store(out + t * kW, r);
+    else Simd::store_n(out + t * kW, r, last);
   }
 }
 
 template <int kParts>
-void row_tile_any(const SpmmParams& p, const float* x, int64_t n, int64_t col, int last) {
-  if (last == kW) row_tile<kParts, true>(p, x, n, col, last);
-  else row_tile<kParts, false>(p, x, n, col, last);
+void row_tile_any(const SpmmParams& p, const float* x, int64_t n, int64_t col, int last,
+                  float* out) {
+  if (last == kW) row_tile<kParts, true>(p, x, n, col, last, out);
+  else row_tile<kParts, false>(p, x, n, col, last, out);
+}
+
+constexpr int64_t kTile = kMaxParts * kW;  // columns per tile
+constexpr int64_t kRowBlock = 16;          // rows per transposed block (one cache line of output)
+
+// Row n of Y over columns [col, col + width), width <= kTile, into out[0 .. width).
+void row_columns(const SpmmParams& p, int64_t n, int64_t col, int64_t width, float* out) {
+  const float* x = p.x + (n / p.rows_per_group) * p.w.cols * p.x_stride;  // this row's group
+  const int parts = static_cast<int>((width + kW - 1) / kW);
+  const int last = static_cast<int>(width - (parts - 1) * kW);
+  switch (parts) {
+    case 1: row_tile_any<1>(p, x, n, col, last, out); break;
+    case 2: row_tile_any<2>(p, x, n, col, last, out); break;
+    case 3: row_tile_any<3>(p, x, n, col, last, out); break;
+    default: row_tile_any<4>(p, x, n, col, last, out); break;
+  }
 }
 
 }  // namespace
 
 void spmm(const SpmmParams& p, int64_t row_begin, int64_t row_end, int64_t col_begin,
           int64_t col_end) {
-  constexpr int64_t kTile = kMaxParts * kW;
-  for (int64_t n = row_begin; n < row_end; ++n) {
-    const float* x = p.x + (n / p.rows_per_group) * p.w.cols * p.x_stride;  // this row's group
+  if (p.y_col_stride == 1) {  // Y's rows are contiguous: write each tile in place
+    for (int64_t n = row_begin; n < row_end; ++n)
+      for (int64_t col = col_begin; col < col_end; col += kTile)
+        row_columns(p, n, col, col_end - col < kTile ? col_end - col : kTile,
+                    p.y + n * p.y_row_stride + col);
+    return;
+  }
+  // Y's rows are strided (a Linear's output is (batch, out), Y = its transpose): compute a block
+  // of rows, then write it transposed, one contiguous run of rows per column.
+  alignas(64) float block[kRowBlock][kTile];
+  for (int64_t n0 = row_begin; n0 < row_end; n0 += kRowBlock) {
+    const int64_t rows = row_end - n0 < kRowBlock ? row_end - n0 : kRowBlock;
     for (int64_t col = col_begin; col < col_end; col += kTile) {
       const int64_t width = col_end - col < kTile ? col_end - col : kTile;
-      const int parts = static_cast<int>((width + kW - 1) / kW);
-      const int last = static_cast<int>(width - (parts - 1) * kW);
-      switch (parts) {
-        case 1: row_tile_any<1>(p, x, n, col, last); break;
-        case 2: row_tile_any<2>(p, x, n, col, last); break;
-        case 3: row_tile_any<3>(p, x, n, col, last); break;
-        default: row_tile_any<4>(p, x, n, col, last); break;
+      for (int64_t i = 0; i < rows; ++i) row_columns(p, n0 + i, col, width, block[i]);
+      for (int64_t c = 0; c < width; ++c) {
+        float* y = p.y + n0 * p.y_row_stride + (col + c) * p.y_col_stride;
+        for (int64_t i = 0; i < rows; ++i) y[i * p.y_row_stride] = block[i][c];
       }
     }
   }

@@ -56,6 +56,7 @@ float bitmap_row(const SparseMatrix& w, const float* x, int64_t n) {
   constexpr uint32_t kGroupMask = (1u << kW) - 1u;
   const uint32_t* words = w.bitmap + n * w.words_per_row;
   const float* val = w.values + w.row_ptr[n];
+  const float* val_end = w.values + w.row_ptr[w.rows];
   V acc[2] = {Simd::zero(), Simd::zero()};
   // Whole words read whole slices of x; the last word may extend past the end of x.
   const int64_t full_words = w.cols / 32;
@@ -64,7 +65,7 @@ float bitmap_row(const SparseMatrix& w, const float* x, int64_t n) {
     const float* xw = x + 32 * word;
     for (int g = 0; g < kGroups; ++g) {
       const uint32_t group = (bits >> (g * kW)) & kGroupMask;
-      acc[g & 1] = Simd::fmadd(Simd::expand(val, group), Simd::load(xw + g * kW), acc[g & 1]);
+      acc[g & 1] = Simd::fmadd(Simd::expand(val, group, val_end), Simd::load(xw + g * kW), acc[g & 1]);
       val += popcount(group);
     }
   }
@@ -75,7 +76,7 @@ float bitmap_row(const SparseMatrix& w, const float* x, int64_t n) {
       const uint32_t group = (bits >> (g * kW)) & kGroupMask;
       const int64_t left = w.cols - base - g * kW;
       const V xv = Simd::load_n(x + base + g * kW, left < kW ? static_cast<int>(left) : kW);
-      acc[0] = Simd::fmadd(Simd::expand(val, group), xv, acc[0]);
+      acc[0] = Simd::fmadd(Simd::expand(val, group, val_end), xv, acc[0]);
       val += popcount(group);
     }
   }
