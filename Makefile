@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: build test demo bench clean
+.PHONY: build test demo bench bench-sparse clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ BENCH_ALLOCATOR ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=171798691
 
 bench: build
 	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/run.py
+
+# Sparse inference: dense vs sparse per layer and per model (T8-T10), results in benchmarks/results.
+bench-sparse: build
+	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/sparse_bench.py
 
 clean:
 	rm -rf build sparseprune/_C*.so *.egg-info $(VENV)

@@ -82,7 +82,7 @@ def _timed_choice(layer: nn.Module, input: Tensor) -> str:
     return min(times, key=lambda name: (statistics.median(times[name]), name != "dense"))
 
 
-def _layer_inputs(model: nn.Module, names: list[str], example_input: Any) -> dict[str, Tensor]:
+def layer_inputs(model: nn.Module, names: list[str], example_input: Any) -> dict[str, Tensor]:
     """Each named layer's input during one forward pass of ``example_input``."""
     captured: dict[str, Tensor] = {}
     hooks = [model.get_submodule(name).register_forward_pre_hook(
@@ -120,7 +120,7 @@ def to_sparse(model: nn.Module, *, format: str = "auto", include: Filter = None,
              and (exclude is None or not _matches(exclude, name, module))]
     inputs = {}
     if format == "auto" and example_input is not None:
-        inputs = _layer_inputs(model, names, example_input)
+        inputs = layer_inputs(model, names, example_input)
     for name in names:
         layer = _dense_layer(model.get_submodule(name))
         chosen = format
