@@ -74,11 +74,13 @@ def run_with(weight, format, x):
 
 CONVS = [  # in, out, kernel, stride, padding, dilation, groups, input H x W, batch
     (3, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1, (9, 11), 2),
-    (4, 6, (1, 1), (1, 1), (0, 0), (1, 1), 1, (7, 5), 3),    # pointwise: no unfold
+    (4, 6, (1, 1), (1, 1), (0, 0), (1, 1), 1, (7, 5), 3),    # pointwise: the image is X
     (5, 7, (1, 1), (2, 2), (0, 0), (1, 1), 1, (9, 9), 2),    # strided 1x1: unfolded
     (4, 6, (3, 2), (2, 3), (2, 1), (2, 1), 2, (13, 17), 2),  # groups, stride, dilation, padding
     (6, 6, (3, 3), (1, 1), (1, 1), (1, 1), 6, (8, 8), 1),    # depthwise
-    (16, 24, (5, 5), (1, 1), (0, 0), (1, 1), 1, (37, 40), 2),  # several unfold chunks
+    (4, 6, (3, 2), (1, 1), (2, 0), (2, 3), 2, (11, 13), 2),  # stride 1: direct, dilated, groups
+    (16, 24, (5, 5), (1, 1), (0, 0), (1, 1), 1, (37, 40), 2),  # wide rows: many column chunks
+    (16, 12, (5, 5), (2, 2), (2, 2), (1, 1), 1, (64, 70), 1),  # strided: two unfold chunks
 ]
 
 

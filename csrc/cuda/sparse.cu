@@ -3,7 +3,8 @@
 //         words (a warp scan of the words' bit counts gives each lane its first value), then a
 //         warp reduction.
 //   spmm: one thread per (row, column) of Y; a warp covers 32 consecutive columns, so its reads of
-//         X are coalesced and the row's kept weights are read once per warp (a broadcast).
+//         X are coalesced and the row's kept weights and X's row offsets are read once per warp
+//         (a broadcast).
 #include <c10/cuda/CUDAException.h>
 
 #include <algorithm>
@@ -66,20 +67,20 @@ __global__ void __launch_bounds__(kSpmvThreads) spmv_kernel(SpmvParams p) {
   }
 }
 
-// Sum over row n's kept weights (column k, value v) of v * x[k * stride].
+// Sum over row n's kept weights (column k, value v) of v * x[offsets[k]].
 __device__ __forceinline__ float spmm_dot(const SparseMatrix& w, const float* __restrict__ x,
-                                          int64_t stride, int64_t n) {
+                                          const int64_t* __restrict__ offsets, int64_t n) {
   float acc = 0.0f;
   const int64_t begin = w.row_ptr[n], end = w.row_ptr[n + 1];
   if (w.format == SparseFormat::kCsr) {
-    for (int64_t j = begin; j < end; ++j) acc += w.values[j] * __ldg(x + w.col_idx[j] * stride);
+    for (int64_t j = begin; j < end; ++j) acc += w.values[j] * __ldg(x + offsets[w.col_idx[j]]);
     return acc;
   }
   const uint32_t* words = w.bitmap + n * w.words_per_row;
   const float* v = w.values + begin;
   for (int64_t word = 0; word < w.words_per_row; ++word)
     for (uint32_t bits = words[word]; bits; bits &= bits - 1)
-      acc += *v++ * __ldg(x + (32 * word + __ffs(bits) - 1) * stride);
+      acc += *v++ * __ldg(x + offsets[32 * word + __ffs(bits) - 1]);
   return acc;
 }
 
@@ -89,9 +90,8 @@ __global__ void __launch_bounds__(kSpmmThreads) spmm_kernel(SpmmParams p) {
        c += columns) {
     for (int64_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
       for (int64_t n = blockIdx.y; n < p.w.rows; n += gridDim.y) {
-        const float* x =
-            p.x + b * p.x_batch_stride + (n / p.rows_per_group) * p.w.cols * p.x_stride + c;
-        const float dot = spmm_dot(p.w, x, p.x_stride, n);
+        const int64_t* offsets = p.x_offsets + (n / p.rows_per_group) * p.w.cols;  // n's group
+        const float dot = spmm_dot(p.w, p.x + b * p.x_batch_stride + c, offsets, n);
         p.y[b * p.y_batch_stride + n * p.y_row_stride + c * p.y_col_stride] =
             p.bias ? dot + p.bias[n] : dot;
       }

@@ -38,13 +38,14 @@ at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& values,
     run_spmv(p, x.device());
   } else if (batch > 1) {
     const at::Tensor xt = x.t().contiguous();  // (in_features, batch)
+    const at::Tensor offsets = strided_rows(in_features, batch, x.device());
     SpmmParams p;
     p.w = w.matrix;
     p.bias = b;
     p.rows_per_group = std::max<int64_t>(out_features, 1);
     p.ncols = batch;
     p.x = xt.data_ptr<float>();
-    p.x_stride = batch;
+    p.x_offsets = offsets.data_ptr<int64_t>();
     p.y = y.data_ptr<float>();
     p.y_row_stride = 1;  // Y[n, c] of the kernel is output element (c, n)
     p.y_col_stride = out_features;

@@ -115,6 +115,10 @@ void check_input(const char* op, const at::Tensor& input, const at::Tensor& valu
   check_same_device(op, "input", input, "values", values);
 }
 
+at::Tensor strided_rows(int64_t rows, int64_t stride, const at::Device& device) {
+  return at::arange(rows, at::TensorOptions().dtype(at::kLong).device(device)).mul_(stride);
+}
+
 void run_spmv(const SpmvParams& p, const at::Device& device) {
   if (p.w.rows == 0) return;
   if (device.is_cuda()) {

@@ -33,11 +33,14 @@ const float* checked_bias(const char* op, const std::optional<at::Tensor>& bias,
 // input must be float32 on the weight's device (a TypeError / ValueError naming it otherwise).
 void check_input(const char* op, const at::Tensor& input, const at::Tensor& values);
 
+// Row offsets 0, stride, 2 stride, ... (rows entries, int64) on `device`: X rows `stride` apart.
+at::Tensor strided_rows(int64_t rows, int64_t stride, const at::Device& device);
+
 // y = W x for one vector x (p.x, p.y set), on x's device.
 void run_spmv(const SpmvParams& p, const at::Device& device);
 
-// Y = W X for p.batch problems, on the device; on CPU the columns are processed in chunks of
-// col_chunk (chosen by the caller for cache reuse) over all threads.
+// Y = W X for p.batch problems, on the device; on CPU spread over all threads in tasks of
+// (problem, chunk of columns, block of rows).
 void run_spmm(const SpmmParams& p, const at::Device& device);
 
 }  // namespace host

@@ -18,11 +18,12 @@ template <int kParts, bool kFull>
 struct RowTile {
   static constexpr int kSets = kParts == 1 ? 8 : kParts == 2 ? 4 : 2;
   V acc[kSets][kParts];
-  const float* x;  // X at this tile's first column
-  int64_t stride;
-  int last;  // lanes of the last vector
+  const float* x;         // X at this tile's first column
+  const int64_t* offsets;  // X's row offsets (this row's group)
+  int last;                // lanes of the last vector
 
-  RowTile(const float* x_, int64_t stride_, int last_) : x(x_), stride(stride_), last(last_) {
+  RowTile(const float* x_, const int64_t* offsets_, int last_)
+      : x(x_), offsets(offsets_), last(last_) {
     for (auto& set : acc)
       for (V& a : set) a = Simd::zero();
   }
@@ -37,13 +38,13 @@ struct RowTile {
     for (; j + kSets <= count; j += kSets) {
       SP_UNROLL for (int s = 0; s < kSets; ++s) {
         const V w = Simd::set1(val[j + s]);
-        const float* row = x + col[j + s] * stride;
+        const float* row = x + offsets[col[j + s]];
         SP_UNROLL for (int t = 0; t < kParts; ++t) acc[s][t] = Simd::fmadd(w, part(row, t), acc[s][t]);
       }
     }
     for (; j < count; ++j) {
       const V w = Simd::set1(val[j]);
-      const float* row = x + col[j] * stride;
+      const float* row = x + offsets[col[j]];
       SP_UNROLL for (int t = 0; t < kParts; ++t) acc[0][t] = Simd::fmadd(w, part(row, t), acc[0][t]);
     }
   }
@@ -85,8 +86,9 @@ void add_row(const SparseMatrix& w, int64_t n, Tile& tile) {
 
 // Row n of Y over columns [col, col + (kParts - 1) * kW + last) into out[0 ..]; kFull: last == kW.
 template <int kParts, bool kFull>
-void row_tile(const SpmmParams& p, const float* x, int64_t n, int64_t col, int last, float* out) {
-  RowTile<kParts, kFull> tile(x + col, p.x_stride, last);
+void row_tile(const SpmmParams& p, const int64_t* offsets, int64_t n, int64_t col, int last,
+              float* out) {
+  RowTile<kParts, kFull> tile(p.x + col, offsets, last);
   add_row(p.w, n, tile);
   const V bias = Simd::set1(p.bias ? p.bias[n] : 0.0f);
   for (int t = 0; t < kParts; ++t) {
@@ -97,10 +99,10 @@ void row_tile(const SpmmParams& p, const float* x, int64_t n, int64_t col, int l
 }
 
 template <int kParts>
-void row_tile_any(const SpmmParams& p, const float* x, int64_t n, int64_t col, int last,
+void row_tile_any(const SpmmParams& p, const int64_t* offsets, int64_t n, int64_t col, int last,
                   float* out) {
-  if (last == kW) row_tile<kParts, true>(p, x, n, col, last, out);
-  else row_tile<kParts, false>(p, x, n, col, last, out);
+  if (last == kW) row_tile<kParts, true>(p, offsets, n, col, last, out);
+  else row_tile<kParts, false>(p, offsets, n, col, last, out);
 }
 
 constexpr int64_t kTile = kMaxParts * kW;  // columns per tile
@@ -108,14 +110,14 @@ constexpr int64_t kRowBlock = 16;          // rows per transposed block (one cac
 
 // Row n of Y over columns [col, col + width), width <= kTile, into out[0 .. width).
 void row_columns(const SpmmParams& p, int64_t n, int64_t col, int64_t width, float* out) {
-  const float* x = p.x + (n / p.rows_per_group) * p.w.cols * p.x_stride;  // this row's group
+  const int64_t* offsets = p.x_offsets + (n / p.rows_per_group) * p.w.cols;  // this row's group
   const int parts = static_cast<int>((width + kW - 1) / kW);
   const int last = static_cast<int>(width - (parts - 1) * kW);
   switch (parts) {
-    case 1: row_tile_any<1>(p, x, n, col, last, out); break;
-    case 2: row_tile_any<2>(p, x, n, col, last, out); break;
-    case 3: row_tile_any<3>(p, x, n, col, last, out); break;
-    default: row_tile_any<4>(p, x, n, col, last, out); break;
+    case 1: row_tile_any<1>(p, offsets, n, col, last, out); break;
+    case 2: row_tile_any<2>(p, offsets, n, col, last, out); break;
+    case 3: row_tile_any<3>(p, offsets, n, col, last, out); break;
+    default: row_tile_any<4>(p, offsets, n, col, last, out); break;
   }
 }
 

@@ -36,9 +36,12 @@ struct SpmvParams {
 };
 
 // Many right-hand sides: Y[n, c] = bias[n] + sum_k W[n, k] X[g * cols + k, c], c < ncols, where
-// g = n / rows_per_group (conv groups; one group for a Linear). X's rows (the reduction index) are
-// x_stride floats apart and its columns contiguous, so one kept weight scales a contiguous run of
-// X. Y[n, c] is at y + n * y_row_stride + c * y_col_stride. `batch` independent problems lie
+// g = n / rows_per_group (conv groups; one group for a Linear). Row r of X starts x_offsets[r]
+// floats after x and its columns are contiguous, so one kept weight scales a contiguous run of X.
+// The offsets let X be a view: the transposed input of a Linear (row r at r * batch), each image
+// of a 1x1 convolution (channel r at r * H * W), or a padded image for a stride-1 convolution
+// (tap (c, i, j) at c * Hp * Wp + i * dilation_h * Wp + j * dilation_w, column oh * Wp + ow).
+// Y[n, c] is at y + n * y_row_stride + c * y_col_stride. `batch` independent problems lie
 // x_batch_stride / y_batch_stride apart (the CUDA kernels take them in one launch; the CPU host
 // loops).
 struct SpmmParams {
@@ -47,7 +50,7 @@ struct SpmmParams {
   int64_t rows_per_group = 0;
   int64_t ncols = 0;
   const float* x = nullptr;
-  int64_t x_stride = 0;
+  const int64_t* x_offsets = nullptr;  // groups * cols entries
   float* y = nullptr;
   int64_t y_row_stride = 0;
   int64_t y_col_stride = 1;
