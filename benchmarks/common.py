@@ -32,6 +32,22 @@ def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 2,
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict[str, Callable[[], object]], *, rounds: int = 5) -> dict:
+    """Median wall time of each ``fns[k]()``, timed in alternating order round after round so
+    that drift of the machine hits every candidate alike; ``k + "_spread"`` is max - min."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(_timed(fn))
+    out: dict[str, float] = {}
+    for k, ts in times.items():
+        out[k] = statistics.median(ts)
+        out[k + "_spread"] = max(ts) - min(ts)
+    return out
+
+
 def bandwidth(numel: int = 1 << 26) -> float:
     """Bytes read + written per second by ``torch.add(a, b, out=c)`` on float32, best of 5."""
     a, b, c = torch.rand(numel), torch.rand(numel), torch.empty(numel)

@@ -160,7 +160,7 @@ def time_steps(model: nn.Module, x: Tensor, y: Tensor, num_classes: int,
     """
     fused = copy.deepcopy(model).train()
     paper = reference.seed_paper_copy(model).train()
-    paper_layers = [m for m in paper.modules() if isinstance(m, reference.GumbelSoftmaxLayer)]
+    paper_layers = [m for m in paper.modules() if isinstance(m, reference.SeedPaperLayer)]
     paper_opt = aslp_optimizer([m.scores for m in paper_layers],
                                [m.scale for m in paper_layers if m.scale is not None])
     dense = kaiming_normal_(LeNet300(tuple(x.shape[1:]), num_classes)).train()
