@@ -36,8 +36,10 @@ bench: build
 	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/run.py
 
 # Sparse inference: dense vs sparse per layer and per model (T8-T10), results in benchmarks/results.
+# `make bench-sparse SPARSE_BENCH_ARGS=--smoke`: a few seconds, checks every path, writes nothing.
+SPARSE_BENCH_ARGS ?=
 bench-sparse: build
-	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/sparse_bench.py
+	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/sparse_bench.py $(SPARSE_BENCH_ARGS)
 
 clean:
 	rm -rf build sparseprune/_C*.so *.egg-info $(VENV)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import sys
 from typing import Callable
 
@@ -38,12 +37,10 @@ MARKERS = ("<!-- sparse-bench:start -->", "<!-- sparse-bench:end -->")
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, repeat: int) -> dict:
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    """Median seconds per candidate over rounds * repeat interleaved calls (common.py), no grad."""
     with torch.no_grad():
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                samples[name].append(common.median_time(fn, repeat=repeat, warmup=1))
-    return {name: statistics.median(times) for name, times in samples.items()}
+        times = common.interleaved_medians(fns, rounds=rounds * repeat)
+    return {name: seconds for name, seconds in times.items() if name in fns}
 
 
 def layer_results(size: int, densities, batches, rounds: int, repeat: int) -> list[dict]:
@@ -171,16 +168,26 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer densities and rounds")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few seconds: a 512x512 layer, one round, batch 1 and 4; checks "
+                             "every candidate and prints the table, writes no files")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     densities = (0.5, 0.1, 0.01)
-    model_densities = (1.0, 0.5, 0.2, 0.1, 0.05, 0.01) if not args.quick else (0.1,)
-    rounds = 3 if args.quick else args.rounds
-    results = {"machine": common.machine(), "isa": sp.cpu_isa(), "size": args.size,
+    model_densities = (1.0, 0.5, 0.2, 0.1, 0.05, 0.01) if not (args.quick or args.smoke) else (0.1,)
+    rounds = 1 if args.smoke else 3 if args.quick else args.rounds
+    repeat = 1 if args.smoke else args.repeat
+    size = 512 if args.smoke else args.size
+    batches, model_batches = ((1, 4), (1, 4)) if args.smoke else ((1, 32), (1, 64))
+    results = {"machine": common.machine(), "isa": sp.cpu_isa(), "size": size,
                "rounds": rounds,
-               "layer": layer_results(args.size, densities, (1, 32), rounds, args.repeat),
-               "models": model_results(model_densities, (1, 64), rounds, 3, 0.1)}
+               "layer": layer_results(size, densities, batches, rounds, repeat),
+               "models": model_results(model_densities, model_batches, rounds,
+                                       1 if args.smoke else 3, 0.1)}
     table = markdown(results)
+    if args.smoke:
+        print(table)
+        return
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "sparse.json").write_text(json.dumps(results, indent=2))
     (RESULTS / "sparse.md").write_text(table + "\n")

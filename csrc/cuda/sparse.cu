@@ -12,7 +12,7 @@
 #include <sparseprune/sparse_params.h>
 
 #include "common.cuh"
-#include "sparse_launch.h"
+#include "launch.h"
 
 namespace sparseprune {
 namespace device {

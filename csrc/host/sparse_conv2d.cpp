@@ -13,7 +13,7 @@
 #include <memory>
 #include <vector>
 
-#include "../cpu/kernels/sparse_table.h"
+#include "../cpu/dispatch.h"
 #include "ops.h"
 #include "sparse_weight.h"
 

@@ -4,20 +4,10 @@
 
 #include <algorithm>
 
-#include "../cpu/dispatch.h"
-#include "../cpu/kernels/sparse_table.h"
 #include "check.h"
-#ifdef SP_WITH_CUDA
-#include "../cuda/sparse_launch.h"
-#endif
+#include "run.h"  // cpu::sparse_kernels (dispatch.h), the CUDA launchers, no_cuda
 
 namespace sparseprune {
-namespace cpu {
-
-const SparseKernelTable& sparse_kernels() { return SP_KERNELS_FOR_ISA(sparse_kernels); }
-
-}  // namespace cpu
-
 namespace host {
 namespace {
 
@@ -31,13 +21,6 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t grain_for(int64_t work_per_task) {
   return std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, work_per_task));
 }
-
-#ifndef SP_WITH_CUDA
-[[noreturn]] void no_cuda(const char* what) {
-  TORCH_CHECK(false, "sparseprune::", what,
-              ": this build has no CUDA kernels; rebuild with SPARSEPRUNE_CUDA=1 (see README)");
-}
-#endif
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 // The sparse inference kernel family: one SparseKernelTable per ISA (spmv_kernel.cpp,
-// spmm_kernel.cpp, sparse_table.cpp), the active one picked by sparse_kernels() in the host layer.
+// spmm_kernel.cpp, im2col_kernel.cpp, sparse_table.cpp); csrc/cpu/dispatch.cpp (baseline ISA)
+// picks the active one, cpu::sparse_kernels().
 // Every function works on a range single-threaded; the host spreads ranges over threads.
 #pragma once
 #include <sparseprune/sparse_params.h>
@@ -22,9 +23,6 @@ struct SparseKernelTable {
 const SparseKernelTable& sparse_kernels_scalar();
 const SparseKernelTable& sparse_kernels_avx2();
 const SparseKernelTable& sparse_kernels_avx512();
-
-// The table of the active ISA (defined in the baseline host code, csrc/host/sparse_run.cpp).
-const SparseKernelTable& sparse_kernels();
 
 }  // namespace cpu
 }  // namespace sparseprune
