@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: build test demo bench clean
+.PHONY: build test demo bench bench-sparse clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ BENCH_ALLOCATOR ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=171798691
 
 bench: build
 	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/run.py
+
+# Sparse inference: dense vs sparse per layer and per model (T8-T10), results in benchmarks/results.
+# `make bench-sparse SPARSE_BENCH_ARGS=--smoke`: a few seconds, checks every path, writes nothing.
+SPARSE_BENCH_ARGS ?=
+bench-sparse: build
+	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/sparse_bench.py $(SPARSE_BENCH_ARGS)
 
 clean:
 	rm -rf build sparseprune/_C*.so *.egg-info $(VENV)

@@ -50,6 +50,19 @@ TORCH_LIBRARY(sparseprune, m) {
   // The random stream itself: raw Philox words (int32 bit patterns) and logistic noise.
   m.def("philox_bits(int numel, int seed, int offset, Device device) -> Tensor");
   m.def("logistic_noise(int numel, int seed, int offset, Device device) -> Tensor");
+
+  // ---- Sparse inference (issue 7) ----
+  // A compressed float32 weight: `values` (the kept weights, row-major), `row_ptr` (int32, rows + 1
+  // offsets into values) and `indices`: format "csr" -> int32 column per value; "bitmap" -> int32
+  // words (rows, ceil(cols / 32)), bit b of word w marks column 32 w + b. weight_shape is the
+  // dense weight's shape. Inference only: no backward.
+  m.def(
+      "sparse_linear(Tensor input, Tensor values, Tensor row_ptr, Tensor indices, Tensor? bias, "
+      "str format, int[2] weight_shape) -> Tensor");
+  m.def(
+      "sparse_conv2d(Tensor input, Tensor values, Tensor row_ptr, Tensor indices, Tensor? bias, "
+      "str format, int[4] weight_shape, int[2] stride, int[2] padding, int[2] dilation, "
+      "int groups) -> Tensor");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

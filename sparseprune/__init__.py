@@ -7,6 +7,8 @@ Quick start::
     ...train the scores...
     print(sp.sparsity_report(model))
     sp.finalize(model)                            # plain layers, pruned weights exactly 0
+    sp.to_sparse(model.eval())                    # sparse inference layers, format per layer
+    sp.save(model, "model.safetensors")           # only the kept weights
 """
 
 __version__ = "0.1.0"
@@ -19,9 +21,11 @@ from .convert import (convert, final_masks, finalize, mask_parameters,  # noqa: 
 from .report import Report, sparsity_report  # noqa: E402
 from . import pruning  # noqa: E402
 from .pruning import prune_at_init, set_masks  # noqa: E402
+from .serialize import load, save  # noqa: E402
+from .sparse import to_sparse  # noqa: E402
 
 __all__ = [
     "convert", "finalize", "prune_at_init", "set_masks", "pruning", "final_masks", "mask_parameters", "masked_layers", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
     "nn", "ops", "reference", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas", "supported_cpu_isas",
-    "build_info", "ExtensionError", "__version__",
+    "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",
 ]

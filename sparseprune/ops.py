@@ -63,6 +63,22 @@ def logistic_noise(numel: int, seed: int, offset: int,
     return _op("logistic_noise")(numel, seed, offset, torch.device(device))
 
 
+def sparse_linear(input: Tensor, values: Tensor, row_ptr: Tensor, indices: Tensor,
+                  bias: Optional[Tensor], format: str, weight_shape: Sequence[int]) -> Tensor:
+    """``F.linear`` with a compressed float32 weight (see :mod:`sparseprune.formats`)."""
+    return _op("sparse_linear")(input, values, row_ptr, indices, bias, format, list(weight_shape))
+
+
+def sparse_conv2d(input: Tensor, values: Tensor, row_ptr: Tensor, indices: Tensor,
+                  bias: Optional[Tensor], format: str, weight_shape: Sequence[int],
+                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                  groups: int) -> Tensor:
+    """``F.conv2d`` with a compressed float32 weight flattened to ``(out, in / groups * kh * kw)``;
+    ``weight_shape`` is the dense weight's 4-D shape."""
+    return _op("sparse_conv2d")(input, values, row_ptr, indices, bias, format, list(weight_shape),
+                                list(stride), list(padding), list(dilation), groups)
+
+
 # ---- fake kernels: shapes and dtypes only ---------------------------------------------------
 
 def _empty_like(t: Tensor) -> Tensor:
@@ -142,5 +158,32 @@ def _register_fakes() -> None:
         return torch.empty((numel,), dtype=torch.float32, device=device)
 
 
+def _register_sparse() -> None:
+    """Fakes of the sparse inference ops, and a backward that says they have none."""
+    fake = torch.library.register_fake
+
+    @fake("sparseprune::sparse_linear")
+    def _sparse_linear(input, values, row_ptr, indices, bias, format, weight_shape):
+        torch._check_value(input.dim() >= 1 and input.shape[-1] == weight_shape[1], lambda: (
+            f"sparseprune::sparse_linear: input's last dimension must equal in_features = "
+            f"{weight_shape[1]}, got input of shape {list(input.shape)}"))
+        return input.new_empty((*input.shape[:-1], weight_shape[0]))
+
+    @fake("sparseprune::sparse_conv2d")
+    def _sparse_conv2d(input, values, row_ptr, indices, bias, format, weight_shape, stride,
+                       padding, dilation, groups):
+        spatial = [(size + 2 * pad - dil * (k - 1) - 1) // st + 1 for size, pad, dil, k, st in
+                   zip(input.shape[-2:], padding, dilation, weight_shape[-2:], stride)]
+        return input.new_empty((*input.shape[:-3], weight_shape[0], *spatial))
+
+    def _no_backward(ctx, grad):
+        raise RuntimeError("sparseprune sparse inference ops have no backward (inference only); "
+                           "train the dense or masked model and convert it with to_sparse")
+
+    for name in ("sparse_linear", "sparse_conv2d"):
+        torch.library.register_autograd(f"sparseprune::{name}", _no_backward)
+
+
 if _ext.available():
     _register_fakes()
+    _register_sparse()

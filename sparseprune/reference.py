@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _args
+from .formats import to_dense
 from .rng import next_rng, seed_offset
 from .select import select_top
 
@@ -273,3 +275,21 @@ def seed_paper_copy(model: nn.Module, method: str = "aslp", **options) -> nn.Mod
         parent, _, child = name.rpartition(".")
         setattr(twin.get_submodule(parent), child, new)
     return twin
+
+
+# ---- sparse inference (issue 7): the dense computation the sparse kernels must match ----------
+
+def sparse_linear(input: Tensor, values: Tensor, row_ptr: Tensor, indices: Tensor,
+                  bias: Optional[Tensor], format: str, weight_shape) -> Tensor:
+    """``F.linear`` with the dense weight of a compressed one (:mod:`sparseprune.formats`)."""
+    weight = to_dense(values, row_ptr, indices, format, *weight_shape)
+    return F.linear(input, weight, bias)
+
+
+def sparse_conv2d(input: Tensor, values: Tensor, row_ptr: Tensor, indices: Tensor,
+                  bias: Optional[Tensor], format: str, weight_shape, stride, padding, dilation,
+                  groups: int) -> Tensor:
+    """``F.conv2d`` with the dense weight of a compressed one."""
+    rows, cols = weight_shape[0], math.prod(weight_shape[1:])
+    weight = to_dense(values, row_ptr, indices, format, rows, cols).view(weight_shape)
+    return F.conv2d(input, weight, bias, stride, padding, dilation, groups)

@@ -2,11 +2,13 @@
 
 A masked layer counts the weights its method's deterministic final mask keeps (what
 :func:`sparseprune.finalize` would keep); a plain ``nn.Linear`` / ``nn.Conv2d`` counts its nonzero
-weights. Biases are not counted. density = kept / total, sparsity = 1 - density.
+weights; a sparse inference layer its stored weights (``format`` says how it stores them).
+Biases are not counted. density = kept / total, sparsity = 1 - density.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from .nn.masked import MaskedLayer
+from .nn.sparse import SparseLayer
 
 
 @dataclass
@@ -23,6 +26,7 @@ class LayerSparsity:
     shape: tuple[int, ...]
     kept: int
     total: int
+    format: str = "dense"  # how inference stores the weight: dense, masked, csr or bitmap
 
     @property
     def density(self) -> float:
@@ -60,10 +64,11 @@ class Report:
 
     def __str__(self) -> str:
         rows = [(layer.name or "(model)", layer.kind, "x".join(map(str, layer.shape)),
-                 f"{layer.kept:,}", f"{layer.total:,}", f"{layer.density:.4f}")
+                 f"{layer.kept:,}", f"{layer.total:,}", f"{layer.density:.4f}", layer.format)
                 for layer in self.layers]
-        rows.append(("total", "", "", f"{self.kept:,}", f"{self.total:,}", f"{self.density:.4f}"))
-        header = ("layer", "type", "shape", "kept", "total", "density")
+        rows.append(("total", "", "", f"{self.kept:,}", f"{self.total:,}", f"{self.density:.4f}",
+                     ""))
+        header = ("layer", "type", "shape", "kept", "total", "density", "format")
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
         right = {3, 4, 5}
 
@@ -88,12 +93,15 @@ def sparsity_report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]] =
             mask = masks[name] if masks is not None and name in masks \
                 else module.method.final_mask(module)
             kind = f"{type(module).__name__}({module.method.name})"
-            kept = int(mask.sum())
+            kept, format = int(mask.sum()), "masked"
         elif type(module) in (nn.Linear, nn.Conv2d):
             kind = type(module).__name__
-            kept = int(torch.count_nonzero(module.weight))
+            kept, format = int(torch.count_nonzero(module.weight)), "dense"
+        elif isinstance(module, SparseLayer):  # its stored weights: the zeros were dropped
+            kind, kept, format = type(module).__name__, module.nnz, module.format
         else:
             continue
-        report.layers.append(LayerSparsity(name, kind, tuple(module.weight.shape), kept,
-                                           module.weight.numel()))
+        shape = tuple(module.weight_shape if isinstance(module, SparseLayer)
+                      else module.weight.shape)
+        report.layers.append(LayerSparsity(name, kind, shape, kept, math.prod(shape), format))
     return report

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/kernel_table.h"
+#include "kernels/sparse_table.h"
 
 namespace sparseprune {
 namespace cpu {
@@ -48,8 +49,10 @@ const Table& for_isa(const Table& (*scalar)(), const Table& (*avx2)(), const Tab
 #define SP_KERNELS_FOR_ISA(family) \
   ::sparseprune::cpu::for_isa(&family##_scalar, SP_ISA_AVX2_FN(family), SP_ISA_AVX512_FN(family))
 
-// The mask kernels (aslp, noise) of the active ISA.
+// The active ISA's table of each kernel family: the mask kernels (stochastic, top-k, noise) and
+// the sparse inference kernels (spmv, spmm, im2col).
 const KernelTable& kernels();
+const SparseKernelTable& sparse_kernels();
 
 }  // namespace cpu
 }  // namespace sparseprune

@@ -3,6 +3,7 @@
 // mirror the CPU KernelTable (csrc/cpu/kernels/kernel_table.h) over the whole tensor.
 #pragma once
 #include <sparseprune/params.h>
+#include <sparseprune/sparse_params.h>
 
 namespace sparseprune {
 namespace cuda {
@@ -24,6 +25,10 @@ void topk_forward(const TopkParams& p, int device);
 void topk_backward(const TopkParams& p, int device);
 
 void noise(const NoiseParams& p, int device);
+
+// Sparse inference (csrc/cuda/sparse.cu): y = W x, and Y = W X for p.batch problems.
+void sparse_spmv(const SpmvParams& p, int device);
+void sparse_spmm(const SpmmParams& p, int device);
 
 }  // namespace cuda
 }  // namespace sparseprune

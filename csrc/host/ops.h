@@ -51,6 +51,17 @@ Grads5 masked_conv2d_backward(const at::Tensor& grad_output, const at::Tensor& i
                               double density, const at::Tensor& rng,
                               std::array<bool, 5> output_mask);
 
+// Sparse inference (csrc/host/sparse_*.cpp): a compressed float32 weight (values, row_ptr,
+// indices, format "csr" or "bitmap") times the input, bias fused.
+at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& values,
+                         const at::Tensor& row_ptr, const at::Tensor& indices,
+                         const OptTensor& bias, std::string format, at::IntArrayRef weight_shape);
+at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& values,
+                         const at::Tensor& row_ptr, const at::Tensor& indices,
+                         const OptTensor& bias, std::string format, at::IntArrayRef weight_shape,
+                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                         int64_t groups);
+
 at::Tensor philox_bits(int64_t numel, int64_t seed, int64_t offset, at::Device device);
 at::Tensor logistic_noise(int64_t numel, int64_t seed, int64_t offset, at::Device device);
 

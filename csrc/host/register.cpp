@@ -12,6 +12,9 @@ void register_device_impls(torch::Library& m) {
   m.impl("masked_linear_backward", &masked_linear_backward);
   m.impl("masked_conv2d", &masked_conv2d);
   m.impl("masked_conv2d_backward", &masked_conv2d_backward);
+  // Sparse inference.
+  m.impl("sparse_linear", &sparse_linear);
+  m.impl("sparse_conv2d", &sparse_conv2d);
 }
 
 }  // namespace host
