@@ -79,7 +79,8 @@ def _train_parser(sub) -> None:
     g.add_argument("--init", choices=("kaiming_normal", "default"),
                    help="weight init (default: the method's; ASLP: kaiming_normal)")
     g.add_argument("--max-minutes", type=_float,
-                   help="do not start an epoch that would end past this training time")
+                   help="do not start an epoch that would end past this many minutes of "
+                        "training in this session (a resumed run gets a new budget)")
     g.add_argument("--threads", type=_int, help="torch CPU threads (default torch's)")
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", help="dataset directory or its parent (default: "
@@ -149,6 +150,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     config = _config_from(args)
     out = pathlib.Path(args.out) if args.out else runner.default_out(config)
+    args.out = str(out)  # for the interrupt message
     runner.train(config, out, overwrite=bool(args.overwrite), progress=progress)
     print()
     print(runner.report(out))

@@ -100,15 +100,13 @@ def test_resume_after_interrupt_gives_identical_losses(tmp_path, capsys, monkeyp
     a = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(cut / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_resume_extends_a_finished_run(tmp_path, capsys):
-    d = tmp_path / "r"
-    assert run(["train", "--method", "aslp", *QUICK, "--epochs", "1", "--out", d], capsys)[0] == 0
-    code, out, err = run(["train", "--resume", d, "--epochs", "2", "--no-progress"], capsys)
+    # a finished run continues with more epochs
+    code, out, err = run(["train", "--resume", cut, "--epochs", "4", "--no-progress"], capsys)
     assert code == 0, err
-    assert [row[0] for row in losses(d)] == ["1", "2"]
-    assert json.loads((d / "config.json").read_text())["epochs"] == 2
+    assert [row[0] for row in losses(cut)] == ["1", "2", "3", "4"]
+    assert losses(cut)[:3] == losses(whole)
+    assert json.loads((cut / "config.json").read_text())["epochs"] == 4
+    assert json.loads((cut / "final.json").read_text())["epochs_run"] == 4
 
 
 def test_info(capsys):
@@ -136,7 +134,7 @@ def corrupt_data(tmp_path):
 
 BAD = [
     (["--method", "nope", "--model", "lenet300", "--dataset", "synthetic"],
-     "unknown method 'nope'; available: aslp"),
+     "unknown method 'nope'; available: "),
     (["--method", "aslp", "--model", "alexnet", "--dataset", "synthetic"],
      "unknown model 'alexnet'; valid: lenet300"),
     (["--method", "aslp", "--model", "lenet300", "--dataset", "imagenet"],
@@ -194,14 +192,13 @@ def test_missing_dataset_and_existing_run(capsys, tmp_path, monkeypatch):
 
 
 def test_subprocess_bad_input_has_no_traceback(tmp_path):
-    """The real console entry point: `python -m sparseprune` with a bad method, and argparse's own
-    errors, print one line and exit 2."""
+    """The real entry point, `python -m sparseprune`, in its own process: one line, status 2."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for argv, message in [(["train", "--method", "nope", "--model", "lenet300", "--dataset",
-                            "synthetic"], "unknown method 'nope'"),
-                          (["train", "--epochs", "x"], "expected an integer, got 'x'")]:
-        proc = subprocess.run([sys.executable, "-m", "sparseprune", *argv], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2
-        assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
-        assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "sparseprune", "train", "--method", "nope",
+                           "--model", "lenet300", "--dataset", "synthetic"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert "\n" not in line and "aslp" in line
+    assert line.startswith("sparseprune train: error: --method: unknown method 'nope'; available:")
+    assert proc.stdout == ""

@@ -318,3 +318,12 @@ def test_metrics_helpers():
                {"epoch": 3, "val_acc": 0.8}]
     assert converged_epoch(history) == 2
     assert pareto_front([(0.5, 0.9), (0.3, 0.9), (0.2, 0.8), (0.6, 0.7)]) == [2, 1]
+
+
+def test_progress_bar_shows_loss_accuracy_density(tmp_path, capsys):
+    from sparseprune.runner.training import build, train_epoch
+    session = build(C.RunConfig("aslp", "lenet300", "synthetic", batch_size=64), tmp_path)
+    out = train_epoch(session, 1, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/10" in err and "loss=" in err and "acc=" in err and "density=0.5" in err
+    assert out["train_loss"] > 0 and len(session.state.step_seconds) == 8  # 512 / 64 steps

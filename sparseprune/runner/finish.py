@@ -56,11 +56,11 @@ def finish(s: Session, *, log: Log = print) -> dict:
     if st.history:
         plots.curves(st.history, d / "curves.png", title, selected)
     plots.density_bars(report.to_dict(), d / "density.png",
-                       f"{title}: final density per layer")
+                       f"{title}\nfinal density per layer")
     if layers:
         plots.score_histogram([layer.method.ranking_scores(layer) for _, layer in layers],
                               [masks[name] for name, _ in layers], d / "scores.png",
-                              f"{title}: final scores")
+                              f"{title}\nfinal scores")
     st.wall_seconds += time.perf_counter() - began
     final = {
         "method": c.method, "label": describe(c), "options": c.options, "model": c.model,

@@ -51,7 +51,7 @@ def curves(history: list[dict], path: pathlib.Path, title: str,
     lines = acc_ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     acc_ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="lower right")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.92, bottom=0.12, top=0.88, wspace=0.25)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -62,7 +62,7 @@ def density_bars(sparsity: dict, path: pathlib.Path, title: str) -> pathlib.Path
     plt = _pyplot()
     layers = sparsity["layers"]
     names = [layer["name"] for layer in layers]
-    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4))
     bars = ax.bar(names, [100 * layer["density"] for layer in layers], color="tab:blue")
     ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.axhline(100 * sparsity["density"], color="tab:red", ls="--",
@@ -72,10 +72,10 @@ def density_bars(sparsity: dict, path: pathlib.Path, title: str) -> pathlib.Path
                    label=f"global, FLOPs: {100 * sparsity['flop_density']:.2f} %")
     ax.set_ylim(0, 105)
     ax.set_ylabel("density (% kept)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.tick_params(axis="x", labelrotation=45 if len(names) > 6 else 0, labelsize=8)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.2 if len(names) > 6 else 0.1, top=0.86)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -102,9 +102,9 @@ def score_histogram(scores: list[torch.Tensor], masks: list[torch.Tensor], path:
     ax.set_yscale("log")
     ax.set_xlabel("score (ranking score of the method; ASLP: logit)")
     ax.set_ylabel("weights")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.86)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -126,7 +126,7 @@ def pareto(points: list[tuple[float, float]], labels: list[str], path: pathlib.P
     ax.set_ylabel("test accuracy of the final subnetwork (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.92)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -214,9 +214,9 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
     has_val = len(s.splits.val) > 0
     budget = c.max_minutes * 60 if c.max_minutes else math.inf
     session_start, wall_before = time.perf_counter(), st.wall_seconds
+    spent: list[float] = []  # this session's epochs: the time budget is per session
     for epoch in range(st.epoch + 1, c.epochs + 1):
-        spent = sum(h["epoch_seconds"] for h in st.history)
-        if st.history and spent + st.history[-1]["epoch_seconds"] > budget:
+        if spent and sum(spent) + spent[-1] > budget:
             st.stop_reason = (f"time budget: stopped after {st.epoch} of {c.epochs} epochs "
                               f"(--max-minutes {c.max_minutes:g})")
             log(st.stop_reason)
@@ -224,6 +224,7 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
         start = time.perf_counter()
         train = train_epoch(s, epoch, progress)
         seconds = time.perf_counter() - start
+        spent.append(seconds)
         row = epoch_row(s, epoch, train, seconds)
         st.history.append(row)
         st.epoch = epoch
@@ -259,9 +260,9 @@ def start(config: RunConfig, directory: pathlib.Path, *, overwrite: bool = False
     directory = pathlib.Path(directory)
     validate(config)
     methods.check(config.method, config.options, config.density)
-    prepare_directory(directory, overwrite)
     wall = time.perf_counter()
     s = build(config, directory, progress=bool(progress) if progress is not None else True)
+    prepare_directory(directory, overwrite)  # after the data loaded: a failure keeps an old run
     config.save(directory)
     s.state.wall_seconds = time.perf_counter() - wall  # data loading and setup count too
     lrs = ", ".join(f"{g['name']} lr {g['lr']:g}" for g in s.optimizer.param_groups)
@@ -292,10 +293,9 @@ def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
             s.state = ckpt.load(directory, s.model, s.optimizer, s.scheduler)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ConfigError(f"--resume {directory}: {one_line(exc)}") from exc
-    if epochs is not None and epochs > s.state.epoch:
-        s.state.stop_reason = ""  # more epochs asked for: a finished run continues
-    if patience is not None or max_minutes is not None:
-        s.state.stop_reason = ""
+    if s.state.stop_reason.startswith("time budget") or patience is not None \
+            or (epochs is not None and epochs > s.state.epoch):
+        s.state.stop_reason = ""  # a new session has its own budget; more epochs continue a run
     s.state.wall_seconds += time.perf_counter() - setup
     config.save(directory)
     log(f"resuming {directory} after epoch {s.state.epoch} of {config.epochs}")
