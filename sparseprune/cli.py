@@ -127,6 +127,8 @@ def _config_from(args: argparse.Namespace):
         raise ConfigError(f"train needs {', '.join(missing)} (or --resume DIR)")
     given = {k: v for k, v in vars(args).items()
              if k in RunConfig.__dataclass_fields__ and v is not None}
+    if args.data_dir is not None:  # absolute, so that --resume works from any directory
+        given["data_dir"] = str(pathlib.Path(args.data_dir).expanduser().absolute())
     given["options"] = parse_pairs(args.opt, "--opt")
     given["group_lr"] = parse_pairs(args.group_lr, "--group-lr")
     return RunConfig(**given)

@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 from .config import ConfigError, RunConfig, parse_pairs
 from .finish import finish
 from .metrics import compare_table, format_run, load_runs, pareto_front
-from .training import Log, RunError, resume, start
+from .training import Log, RunError, echo, resume, start
 
 __all__ = ["ConfigError", "RunConfig", "RunError", "parse_pairs", "train", "resume_run",
            "report", "compare", "default_out"]
@@ -29,7 +29,7 @@ def default_out(config: RunConfig) -> pathlib.Path:
 
 
 def train(config: RunConfig, out: Optional[pathlib.Path] = None, *, overwrite: bool = False,
-          progress: Optional[bool] = None, log: Log = print) -> dict:
+          progress: Optional[bool] = None, log: Log = echo) -> dict:
     """Train a new run and finish it; returns final.json's content."""
     session = start(config, out or default_out(config), overwrite=overwrite, progress=progress,
                     log=log)
@@ -38,7 +38,7 @@ def train(config: RunConfig, out: Optional[pathlib.Path] = None, *, overwrite: b
 
 def resume_run(directory: pathlib.Path, *, epochs: Optional[int] = None,
                patience: Optional[int] = None, max_minutes: Optional[float] = None,
-               progress: Optional[bool] = None, log: Log = print) -> dict:
+               progress: Optional[bool] = None, log: Log = echo) -> dict:
     """Continue a run from its checkpoint and finish it; returns final.json's content."""
     session = resume(directory, epochs=epochs, patience=patience, max_minutes=max_minutes,
                      progress=progress, log=log)

@@ -20,7 +20,7 @@ import sparseprune as sp
 from . import checkpoint as ckpt
 from . import methods, plots
 from .metrics import converged_epoch, describe, jsonable, step_stats, write_final
-from .training import Log, Session, evaluate
+from .training import Log, Session, echo, evaluate
 
 SUBNETWORK = "subnetwork.pt"
 
@@ -35,7 +35,7 @@ def imposed_density(s: Session) -> Optional[float]:
     return None if "density" in inspect.signature(cls.__init__).parameters else c.density
 
 
-def finish(s: Session, *, log: Log = print) -> dict:
+def finish(s: Session, *, log: Log = echo) -> dict:
     """Evaluate the final subnetwork and write every result file; returns final.json's content."""
     c, st, d = s.config, s.state, s.directory
     began = time.perf_counter()

@@ -36,6 +36,12 @@ from .metrics import write_metrics
 from .optim import build_optimizer, init_weights
 
 Log = Callable[[str], None]
+
+
+def echo(message: str) -> None:
+    """The default log: print and flush (runs are long; logs are often files)."""
+    print(message, flush=True)
+
 RUN_FILES = ("config.json", "metrics.csv", "final.json", ckpt.CHECKPOINT, ckpt.BEST,
              "subnetwork.pt", "curves.png", "density.png", "scores.png")
 EVAL_BATCH = 1024
@@ -255,7 +261,7 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
 
 
 def start(config: RunConfig, directory: pathlib.Path, *, overwrite: bool = False,
-          progress: Optional[bool] = None, log: Log = print) -> Session:
+          progress: Optional[bool] = None, log: Log = echo) -> Session:
     """Build and train a new run in ``directory``; returns the trained session."""
     directory = pathlib.Path(directory)
     validate(config)
@@ -275,7 +281,7 @@ def start(config: RunConfig, directory: pathlib.Path, *, overwrite: bool = False
 
 def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
            patience: Optional[int] = None, max_minutes: Optional[float] = None,
-           progress: Optional[bool] = None, log: Log = print) -> Session:
+           progress: Optional[bool] = None, log: Log = echo) -> Session:
     """Continue the run in ``directory`` from its checkpoint (optionally with more epochs, another
     patience or time budget) exactly where it stopped."""
     directory = pathlib.Path(directory)
