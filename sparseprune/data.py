@@ -201,7 +201,8 @@ def _finish(train: Pair, test: Pair, *, val_fraction: float, seed: int, normaliz
         m, s = train_x.mean(dim=dims), train_x.std(dim=dims)
         s = torch.where(s > 0, s, torch.ones_like(s))
         mean, std = tuple(m.tolist()), tuple(s.tolist())
-        shift, scale = m.view(1, -1, *[1] * (train_x.dim() - 2)), s.view(1, -1, *[1] * (train_x.dim() - 2))
+        per_channel_shape = (1, -1) + (1,) * (train_x.dim() - 2)  # broadcast over N, H, W
+        shift, scale = m.view(per_channel_shape), s.view(per_channel_shape)
     else:
         mean, std = train_x.mean().item(), train_x.std().item()
         std = std if std > 0 else 1.0  # a constant image set would otherwise divide by zero
