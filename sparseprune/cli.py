@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "runs and a Pareto plot of test accuracy vs density.")
     p.add_argument("directories", nargs="+", metavar="DIR", help="run directories")
     p.add_argument("--plot", default="pareto.png", help="PNG to write (default pareto.png)")
+    p.add_argument("--target-acc", type=_float, metavar="FRACTION",
+                   help="add a column: first epoch whose val accuracy reaches it, e.g. 0.85")
     sub.add_parser("info", help="installation, methods, models, datasets",
                    description="Versions, CPU kernels, the methods with their training "
                    "defaults, models, and where each dataset is found.")
@@ -209,7 +211,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.command == "compare":
             from .runner import compare
-            print(compare([pathlib.Path(d) for d in args.directories], pathlib.Path(args.plot)))
+            print(compare([pathlib.Path(d) for d in args.directories], pathlib.Path(args.plot),
+                          args.target_acc))
             print(f"\nPareto plot: {pathlib.Path(args.plot).resolve()}")
             return 0
         return _info()

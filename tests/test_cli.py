@@ -70,10 +70,13 @@ def test_train_report_compare(tmp_path, capsys):
     code, out, err = run(["report", a], capsys)
     assert code == 0 and "| classifier.0 | 300x784 |" in out and "FLOPs" in out
     plot = tmp_path / "pareto.png"
-    code, out, err = run(["compare", a, b, "--plot", plot], capsys)
+    code, out, err = run(["compare", a, b, "--plot", plot, "--target-acc", "0.2"], capsys)
     assert code == 0, err
     lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
     assert len(lines) == 3 and "aslp(rescale=smart)" in lines[1] and "0.1000" in lines[2]
+    first = next(int(r["epoch"]) for r in csv.DictReader(open(a / "metrics.csv"))
+                 if float(r["val_acc"]) >= 0.2)
+    assert "epoch to val acc ≥ 20 %" in lines[0] and lines[1].split(" | ")[9] == str(first)
     assert plot.stat().st_size > 0
 
 

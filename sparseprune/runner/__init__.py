@@ -50,11 +50,15 @@ def report(directory: pathlib.Path) -> str:
     return format_run(pathlib.Path(directory))
 
 
-def compare(directories: Iterable[pathlib.Path], plot: Optional[pathlib.Path] = None) -> str:
-    """One Markdown table over finished runs, and a Pareto plot (accuracy vs density) if ``plot``."""
+def compare(directories: Iterable[pathlib.Path], plot: Optional[pathlib.Path] = None,
+            target: Optional[float] = None) -> str:
+    """One Markdown table over finished runs (with ``target``, the first epoch each reaches that
+    val accuracy), and a Pareto plot (accuracy vs density) if ``plot``."""
+    if target is not None and not 0 < target <= 1:
+        raise ConfigError(f"--target-acc must be in (0, 1], got {target!r}")
     runs = load_runs(directories)
     if plot is not None:
         from .plots import pareto
         points = [(f["sparsity"]["density"], f["test_acc"]) for _, _, f in runs]
         pareto(points, [d.name for d, _, _ in runs], pathlib.Path(plot))
-    return compare_table(runs)
+    return compare_table(runs, target)

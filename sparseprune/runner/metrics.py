@@ -64,6 +64,12 @@ def converged_epoch(history: list[dict], fraction: float = 0.99) -> Optional[int
     return next(int(e) for e, v in vals if v >= fraction * best)
 
 
+def first_epoch_reaching(history: list[dict], accuracy: float) -> Optional[int]:
+    """First epoch whose val accuracy is at least ``accuracy`` (a fraction); None if never."""
+    return next((int(h["epoch"]) for h in history
+                 if h.get("val_acc") is not None and h["val_acc"] >= accuracy), None)
+
+
 def write_final(directory: pathlib.Path, final: dict) -> pathlib.Path:
     path = pathlib.Path(directory) / FINAL
     path.write_text(json.dumps(final, indent=2) + "\n")
@@ -160,18 +166,25 @@ def load_runs(directories: Iterable[pathlib.Path]) -> list[tuple[pathlib.Path, R
     return runs
 
 
-def compare_table(runs: list[tuple[pathlib.Path, RunConfig, dict]]) -> str:
-    """One Markdown row per run."""
+def compare_table(runs: list[tuple[pathlib.Path, RunConfig, dict]],
+                  target: Optional[float] = None) -> str:
+    """One Markdown row per run; with ``target`` (a val accuracy fraction) a column with the first
+    epoch reaching it, a convergence-speed measure comparable across runs."""
+    extra = f" epoch to val acc ≥ {100 * target:g} % |" if target is not None else ""
     rows = ["| run | method | model | dataset | epochs | test acc (%) | density (weights) | "
-            "density (FLOPs) | epoch to 99 % of best val | ms / step |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+            "density (FLOPs) | epoch to 99 % of best val |" + extra + " ms / step |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|" + ("---:|" if extra else "") + "---:|"]
     for d, config, final in runs:
         s = final["sparsity"]
         conv = final.get("converged_epoch")
-        rows.append(f"| {d.name} | {describe(config)} | {config.model} | {config.dataset} | "
-                    f"{final['epochs_run']} | {_pct(final['test_acc'])} | {s['density']:.4f} | "
-                    f"{s['flop_density']:.4f} | {conv if conv is not None else '-'} | "
-                    f"{_ms(final['step_seconds_median'])} |")
+        cells = [d.name, describe(config), config.model, config.dataset, str(final["epochs_run"]),
+                 _pct(final["test_acc"]), f"{s['density']:.4f}", f"{s['flop_density']:.4f}",
+                 str(conv) if conv is not None else "-"]
+        if target is not None:
+            reached = first_epoch_reaching(read_metrics(d), target)
+            cells.append(str(reached) if reached is not None else "never")
+        cells.append(_ms(final["step_seconds_median"]))
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
