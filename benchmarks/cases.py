@@ -1,8 +1,9 @@
 """The workloads the benchmarks time. Each builder checks correctness first (fused vs reference on
 the same draw where both exist), then returns a zero-argument callable that runs one iteration.
 
-  mask_fused / mask_reference   ASLP mask forward + backward on one weight (T1, T2)
-  conv4_step                    a Conv4 training step: dense, fused ASLP or reference ASLP (T3)
+  mask_fused / mask_reference   a mask's forward + backward on one weight (T1, T2, T4, T5)
+  topk_fused / topk_kthvalue    Edge-Popup's per-layer selection (T6)
+  conv_step                     a Conv2/4/6 training step: dense, fused or reference (T3)
 """
 
 from __future__ import annotations
@@ -18,16 +19,31 @@ from sparseprune.models import build_model
 from sparseprune.rng import rng_state
 
 
-def mask_fused(shape: tuple[int, ...]) -> Callable[[], None]:
-    """Fused ASLP mask forward + backward: the masked weight, then the score gradient."""
+# (method, rescale, density) of the mask configurations the overhead suite times.
+MASKS = {
+    "ASLP": ("aslp", "none", 1.0),
+    "ASLP+SR": ("aslp", "smart", 1.0),
+    "ASLP+DWR": ("aslp", "dwr", 1.0),
+    "Supermask": ("supermask", "none", 1.0),
+    "Supermask+DWR": ("supermask", "dwr", 1.0),
+    "Edge-Popup": ("edge_popup", "none", 0.5),
+}
+
+
+def mask_fused(shape: tuple[int, ...], name: str = "ASLP") -> Callable[[], None]:
+    """Fused mask forward + backward: the masked weight, then the score (and scale) gradients."""
+    method, rescale, density = MASKS[name]
     weight, scores, grad = torch.randn(shape), torch.randn(shape), torch.randn(shape)
+    scale = torch.ones(1) if rescale == "smart" else None
     rng = rng_state(1, 2)
-    _check_mask(weight, scores, rng)
+    if method == "aslp":
+        _check_mask(weight, scores, rng)
+    need = [False, True, scale is not None]
 
     def step():
-        ops.aslp_weight(weight, scores, None, 1.0, rng)
-        torch.ops.sparseprune.aslp_weight_backward(grad, weight, scores, None, 1.0, rng,
-                                                   [False, True, False])
+        ops.masked_weight(weight, scores, scale, method, rescale, 1.0, density, rng)
+        torch.ops.sparseprune.masked_weight_backward(grad, weight, scores, scale, method, rescale,
+                                                     1.0, density, rng, need)
     return step
 
 
@@ -40,32 +56,65 @@ def _check_mask(weight, scores, rng):
     assert (fused != expect).float().mean() < 1e-4, "fused masks disagree with the reference"
 
 
-def mask_reference(shape: tuple[int, ...]) -> Callable[[], None]:
-    """The seed paper's code path: F.gumbel_softmax on stacked logits, autograd backward."""
+def mask_reference(shape: tuple[int, ...], name: str = "ASLP") -> Callable[[], None]:
+    """The seed papers' code paths (reference.py), forward + autograd backward."""
+    method, rescale, density = MASKS[name]
     weight, grad = torch.randn(shape), torch.randn(shape)
     scores = torch.randn(shape, requires_grad=True)
+    scale = torch.ones(1, requires_grad=True) if rescale == "smart" else None
+    if method == "aslp" and rescale != "dwr":
+        def forward():
+            return reference.gumbel_softmax_weight(weight, scores, scale)
+    elif method == "supermask" and rescale != "smart":
+        def forward():
+            return reference.bernoulli_dwr_weight(weight, scores, dwr=rescale == "dwr")
+    elif method == "edge_popup":
+        def forward():
+            return reference.kthvalue_weight(weight, scores, density=density)
+    else:
+        raise ValueError(f"no seed-paper code path for {name}")
 
     def step():
-        out = reference.gumbel_softmax_weight(weight, scores)
-        out.backward(grad)
+        forward().backward(grad)
         scores.grad = None
     return step
 
 
-def conv4_step(kind: str, batch: int = 64) -> Callable[[], None]:
-    """One training step (forward, backward, SGD step) of Conv4 on a 32x32x3 batch.
+def topk_fused(shape: tuple[int, ...], density: float = 0.5) -> Callable[[], None]:
+    """Edge-Popup's fused forward: the per-layer top-k selection and the masked weight."""
+    weight, scores = torch.randn(shape), torch.randn(shape)
+    return lambda: ops.masked_weight(weight, scores, None, "edge_popup", "none", 1.0, density,
+                                     rng_state(0, 0))
+
+
+def topk_kthvalue(shape: tuple[int, ...], density: float = 0.5) -> Callable[[], None]:
+    """The reference selection alone: torch.kthvalue of |scores|."""
+    scores = torch.randn(shape)
+    pruned = scores.numel() - round(density * scores.numel())
+    return lambda: torch.kthvalue(scores.abs().flatten(), pruned)
+
+
+def conv_step(kind: str, net: str = "conv4", batch: int = 64) -> Callable[[], None]:
+    """One training step (forward, backward, SGD step) of a Conv2/4/6 on a 32x32x3 batch.
 
     kind: "dense" (plain layers, weights trained), "fused" (sparseprune ASLP layers, scores
-    trained) or "reference" (the seed paper's mask code, scores trained).
+    trained), "reference" (the seed paper's ASLP code, scores trained), or one of the MASKS
+    names, fused ("ASLP+SR", "Supermask+DWR", ...).
     """
     torch.manual_seed(0)
-    model = build_model("conv4", (3, 32, 32), 10)
+    model = build_model(net, (3, 32, 32), 10)
     if kind == "fused":
         sp.convert(model, "aslp")
     elif kind == "reference":
         model = reference.seed_paper_copy(model)
+    elif kind in MASKS:
+        method, rescale, density = MASKS[kind]
+        options = {"density": density} if method == "edge_popup" else \
+            {"rescale": None if rescale == "none" else rescale}
+        sp.convert(model, method, **options)
     elif kind != "dense":
-        raise ValueError(f"kind must be dense, fused or reference, got {kind!r}")
+        raise ValueError(f"kind must be dense, fused, reference or one of {list(MASKS)}, "
+                         f"got {kind!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))

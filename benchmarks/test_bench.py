@@ -32,6 +32,11 @@ def test_mask_reference(benchmark, shape):
     benchmark.pedantic(cases.mask_reference(shape), rounds=3, warmup_rounds=1)
 
 
+@pytest.mark.parametrize("name", list(cases.MASKS))
+def test_mask_methods_fused(benchmark, isa, name):
+    benchmark.pedantic(cases.mask_fused((2048, 2048), name), rounds=5, warmup_rounds=1)
+
+
 @pytest.mark.parametrize("kind", ["dense", "fused", "reference"])
 def test_conv4_step(benchmark, isa, kind):
-    benchmark.pedantic(cases.conv4_step(kind), rounds=10, warmup_rounds=2)
+    benchmark.pedantic(cases.conv_step(kind), rounds=10, warmup_rounds=2)

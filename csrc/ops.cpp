@@ -18,31 +18,34 @@
 #endif
 
 TORCH_LIBRARY(sparseprune, m) {
-  // ASLP masked weight scale * w * 1[s + L > 0], L logistic noise from Philox (seed, offset).
-  // `rng` is a CPU int64 tensor [seed, offset]: a tensor rather than two ints so that
-  // torch.compile neither specialises on its values nor breaks the graph to read them.
-  // The forward ops take the temperature too: their backward (registered in Python) needs it.
+  // Every masking op takes the same mask arguments (csrc/host/ops.h): scale (the Smart Rescale
+  // scalar), method ("aslp", "supermask", "edge_popup"), rescale ("none", "smart", "dwr"),
+  // temperature (ASLP), density (Edge-Popup: fraction kept) and rng, a CPU int64 tensor
+  // [seed, offset]: a tensor rather than two ints so that torch.compile neither specialises on
+  // its values nor breaks the graph to read them. The forward ops take all of them, because
+  // their backward (registered in Python) needs them.
   m.def(
-      "aslp_weight(Tensor weight, Tensor scores, Tensor? scale, float temperature, Tensor rng) "
-      "-> Tensor");
+      "masked_weight(Tensor weight, Tensor scores, Tensor? scale, str method, str rescale, "
+      "float temperature, float density, Tensor rng) -> Tensor");
   m.def(
-      "aslp_weight_backward(Tensor grad, Tensor weight, Tensor scores, Tensor? scale, "
-      "float temperature, Tensor rng, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+      "masked_weight_backward(Tensor grad, Tensor weight, Tensor scores, Tensor? scale, "
+      "str method, str rescale, float temperature, float density, Tensor rng, "
+      "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   m.def(
       "masked_linear(Tensor input, Tensor weight, Tensor scores, Tensor? bias, Tensor? scale, "
-      "str method, float temperature, Tensor rng) -> Tensor");
+      "str method, str rescale, float temperature, float density, Tensor rng) -> Tensor");
   m.def(
       "masked_linear_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor scores, "
-      "Tensor? scale, str method, float temperature, Tensor rng, bool[5] output_mask) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor? scale, str method, str rescale, float temperature, float density, Tensor rng, "
+      "bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "masked_conv2d(Tensor input, Tensor weight, Tensor scores, Tensor? bias, Tensor? scale, "
-      "int[2] stride, int[2] padding, int[2] dilation, int groups, str method, float temperature, "
-      "Tensor rng) -> Tensor");
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, str method, str rescale, "
+      "float temperature, float density, Tensor rng) -> Tensor");
   m.def(
       "masked_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor scores, "
       "Tensor? scale, int[2] stride, int[2] padding, int[2] dilation, int groups, str method, "
-      "float temperature, Tensor rng, bool[5] output_mask) "
+      "str rescale, float temperature, float density, Tensor rng, bool[5] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The random stream itself: raw Philox words (int32 bit patterns) and logistic noise.
   m.def("philox_bits(int numel, int seed, int offset, Device device) -> Tensor");

@@ -15,11 +15,11 @@ from . import functional, methods, nn, ops, reference  # noqa: E402
 from ._ext import (ExtensionError, build_info, compiled_cpu_isas, cpu_isa,  # noqa: E402
                    set_cpu_isa, supported_cpu_isas)
 from .convert import (convert, final_masks, finalize, mask_parameters,  # noqa: E402
-                      masked_layers)
+                      masked_layers, sampled_masks)
 from .report import Report, sparsity_report  # noqa: E402
 
 __all__ = [
-    "convert", "finalize", "final_masks", "mask_parameters", "masked_layers", "sparsity_report", "Report", "functional", "methods",
+    "convert", "finalize", "final_masks", "mask_parameters", "masked_layers", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
     "nn", "ops", "reference", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas", "supported_cpu_isas",
     "build_info", "ExtensionError", "__version__",
 ]

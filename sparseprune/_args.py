@@ -12,8 +12,10 @@ import torch.nn.functional as F
 
 IntPair = Union[int, Sequence[int]]
 
-# Methods whose per-weight mask work is fused into masked_linear / masked_conv2d.
-FUSED_METHODS = ("aslp",)
+# Methods whose per-weight mask work is fused into masked_weight / masked_linear / masked_conv2d.
+FUSED_METHODS = ("aslp", "supermask", "edge_popup")
+STOCHASTIC_METHODS = ("aslp", "supermask")
+RESCALES = (None, "smart", "dwr")
 
 
 def tensor(name: str, value, optional: bool = False) -> Optional[Tensor]:
@@ -47,6 +49,38 @@ def method(value) -> str:
     return value
 
 
+def density(value, *, required: bool = True) -> float:
+    """A fraction of weights kept, in (0, 1]."""
+    if value is None and not required:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (0 < value <= 1) or math.isnan(value):
+        raise ValueError(f"density must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def mask_options(method_name: str, scale, rescale, density_value) -> tuple[str, str, float]:
+    """Validates a method's rescale and density arguments; returns (method, rescale, density) as
+    the ops take them ("none" for no rescale, density 1 where it does not apply). A scale without
+    a rescale means Smart Rescale."""
+    method_name = method(method_name)
+    if scale is not None and rescale is None:
+        rescale = "smart"
+    if rescale not in RESCALES:
+        raise ValueError(f"rescale must be one of {RESCALES}, got {rescale!r}")
+    if method_name == "edge_popup" and rescale is not None:
+        raise ValueError(f"rescale applies to aslp and supermask, not edge_popup, got {rescale!r}")
+    if (rescale == "smart") != (scale is not None):
+        raise ValueError("scale (the Smart Rescale scalar) goes with rescale='smart' and only "
+                         f"with it, got rescale={rescale!r} and {'a' if scale is not None else 'no'}"
+                         " scale")
+    if method_name == "edge_popup":
+        return method_name, "none", density(density_value)
+    if density_value is not None:
+        raise ValueError(f"density applies to edge_popup, not {method_name}, got {density_value!r}")
+    return method_name, rescale or "none", 1.0
+
+
 def pair(name: str, value: IntPair) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return [value, value]
@@ -54,6 +88,13 @@ def pair(name: str, value: IntPair) -> list[int]:
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
         return list(value)
     raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def conv_args(input: Tensor, weight: Tensor, stride, padding, dilation):
+    """``(input, stride, padding, dilation)`` normalised as the conv ops take them."""
+    stride, dilation = pair("stride", stride), pair("dilation", dilation)
+    input, padding = conv_padding(input, weight, stride, padding, dilation)
+    return input, stride, padding, dilation
 
 
 def conv_padding(input: Tensor, weight: Tensor, stride: list[int], padding, dilation: list[int]):

@@ -2,8 +2,8 @@
 
 Each forward op gets one backward op (``*_backward`` in csrc/ops.cpp) registered with
 ``torch.library.register_autograd``, which wraps them in an autograd Function: forward saves only
-its inputs and the ``rng`` pair ``[seed, offset]``, never the noise, the mask or the masked weight; backward
-regenerates them inside the one fused pass that computes the gradients.
+its inputs and the ``rng`` pair ``[seed, offset]``, never the noise, the mask or the masked weight;
+backward regenerates them inside the fused passes that compute the gradients.
 """
 
 from __future__ import annotations
@@ -13,65 +13,30 @@ import torch
 from . import _ext
 
 
-def _save_mask_args(ctx, weight, scores, scale, temperature, rng, *extra_tensors):
-    ctx.save_for_backward(weight, scores, scale, rng, *extra_tensors)
-    ctx.temperature = temperature
+def _register(name: str, differentiable: int, saved: tuple[int, ...]) -> None:
+    """Registers ``name``'s backward. Its first ``differentiable`` inputs may need gradients;
+    ``saved`` lists those the backward op takes (by position), the inputs between the last of
+    them and ``rng`` are options passed through, and ``rng`` is the last input."""
+    backward_op = getattr(torch.ops.sparseprune, f"{name}_backward")
 
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*(inputs[i] for i in saved), inputs[-1])
+        ctx.options = inputs[differentiable:-1]
+        ctx.num_inputs = len(inputs)
 
-def _register() -> None:
-    ops = torch.ops.sparseprune
+    def backward(ctx, grad):
+        *tensors, rng = ctx.saved_tensors
+        need = list(ctx.needs_input_grad[:differentiable])
+        grads = backward_op(grad, *tensors, *ctx.options, rng, need)
+        return (*grads, *([None] * (ctx.num_inputs - differentiable)))
 
-    # aslp_weight(weight, scores, scale, temperature, rng)
-    def aslp_setup(ctx, inputs, output):
-        weight, scores, scale, temperature, rng = inputs
-        _save_mask_args(ctx, weight, scores, scale, temperature, rng)
-
-    def aslp_backward(ctx, grad):
-        weight, scores, scale, rng = ctx.saved_tensors
-        need = list(ctx.needs_input_grad[:3])
-        g_weight, g_scores, g_scale = ops.aslp_weight_backward(
-            grad, weight, scores, scale, ctx.temperature, rng, need)
-        return g_weight, g_scores, g_scale, None, None
-
-    torch.library.register_autograd("sparseprune::aslp_weight", aslp_backward,
-                                    setup_context=aslp_setup)
-
-    # masked_linear(input, weight, scores, bias, scale, method, temperature, rng)
-    def linear_setup(ctx, inputs, output):
-        input, weight, scores, bias, scale, method, temperature, rng = inputs
-        _save_mask_args(ctx, weight, scores, scale, temperature, rng, input)
-        ctx.method = method
-
-    def linear_backward(ctx, grad_output):
-        weight, scores, scale, rng, input = ctx.saved_tensors
-        need = list(ctx.needs_input_grad[:5])
-        grads = ops.masked_linear_backward(grad_output, input, weight, scores, scale, ctx.method,
-                                           ctx.temperature, rng, need)
-        return (*grads, None, None, None)
-
-    torch.library.register_autograd("sparseprune::masked_linear", linear_backward,
-                                    setup_context=linear_setup)
-
-    # masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups,
-    #               method, temperature, rng)
-    def conv_setup(ctx, inputs, output):
-        (input, weight, scores, bias, scale, stride, padding, dilation, groups, method,
-         temperature, rng) = inputs
-        _save_mask_args(ctx, weight, scores, scale, temperature, rng, input)
-        ctx.conv = (stride, padding, dilation, groups, method)
-
-    def conv_backward(ctx, grad_output):
-        weight, scores, scale, rng, input = ctx.saved_tensors
-        stride, padding, dilation, groups, method = ctx.conv
-        need = list(ctx.needs_input_grad[:5])
-        grads = ops.masked_conv2d_backward(grad_output, input, weight, scores, scale, stride,
-                                           padding, dilation, groups, method, ctx.temperature,
-                                           rng, need)
-        return (*grads, None, None, None, None, None, None, None)
-
-    torch.library.register_autograd("sparseprune::masked_conv2d", conv_backward,
-                                    setup_context=conv_setup)
+    torch.library.register_autograd(f"sparseprune::{name}", backward, setup_context=setup_context)
 
 
 if _ext.available():
-    _register()
+    # masked_weight(weight, scores, scale, method, rescale, temperature, density, rng)
+    _register("masked_weight", 3, saved=(0, 1, 2))
+    # masked_linear(input, weight, scores, bias, scale, method, ..., rng): bias needs no saving
+    _register("masked_linear", 5, saved=(0, 1, 2, 4))
+    # masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups, ...)
+    _register("masked_conv2d", 5, saved=(0, 1, 2, 4))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -76,6 +77,27 @@ def mask_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
             if isinstance(param, nn.Parameter) and param.requires_grad:
                 groups.setdefault(name, []).append(param)
     return groups
+
+
+@contextlib.contextmanager
+def sampled_masks(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, the stochastic methods (ASLP, Supermask) sample a fresh mask at every
+    forward in eval mode too, instead of using their deterministic final mask. The Supermask papers
+    report accuracy averaged over such samples::
+
+        with sp.sampled_masks(model.eval()):
+            accuracy = sum(evaluate(model) for _ in range(10)) / 10
+    """
+    methods = [layer.method for _, layer in masked_layers(model)
+               if hasattr(layer.method, "sample_in_eval")]
+    before = [m.sample_in_eval for m in methods]
+    for m in methods:
+        m.sample_in_eval = True
+    try:
+        yield model
+    finally:
+        for m, value in zip(methods, before):
+            m.sample_in_eval = value
 
 
 def _check_density(density: Optional[float]) -> None:

@@ -21,25 +21,35 @@ def _op(name: str):
     return getattr(torch.ops.sparseprune, name)
 
 
+def masked_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor], method: str,
+                  rescale: str, temperature: float, density: float, rng: Tensor) -> Tensor:
+    """The masked weight of ``method`` ("aslp", "supermask", "edge_popup") with ``rescale``
+    ("none", "smart" with ``scale``, "dwr"); ``density`` is Edge-Popup's fraction kept."""
+    return _op("masked_weight")(weight, scores, scale, method, rescale, temperature, density, rng)
+
+
 def aslp_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor], temperature: float,
                 rng: Tensor) -> Tensor:
     """ASLP masked weight ``scale * weight * 1[scores + L > 0]``, L logistic noise of ``rng``."""
-    return _op("aslp_weight")(weight, scores, scale, temperature, rng)
+    rescale = "none" if scale is None else "smart"
+    return masked_weight(weight, scores, scale, "aslp", rescale, temperature, 1.0, rng)
 
 
 def masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor],
-                  scale: Optional[Tensor], method: str, temperature: float, rng: Tensor) -> Tensor:
+                  scale: Optional[Tensor], method: str, rescale: str, temperature: float,
+                  density: float, rng: Tensor) -> Tensor:
     """``F.linear`` with the masked weight, which exists only as a transient."""
-    return _op("masked_linear")(input, weight, scores, bias, scale, method, temperature, rng)
+    return _op("masked_linear")(input, weight, scores, bias, scale, method, rescale, temperature,
+                                density, rng)
 
 
 def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor],
                   scale: Optional[Tensor], stride: Sequence[int], padding: Sequence[int],
-                  dilation: Sequence[int], groups: int, method: str, temperature: float,
-                  rng: Tensor) -> Tensor:
+                  dilation: Sequence[int], groups: int, method: str, rescale: str,
+                  temperature: float, density: float, rng: Tensor) -> Tensor:
     """``F.conv2d`` with the masked weight, which exists only as a transient."""
     return _op("masked_conv2d")(input, weight, scores, bias, scale, list(stride), list(padding),
-                                list(dilation), groups, method, temperature, rng)
+                                list(dilation), groups, method, rescale, temperature, density, rng)
 
 
 def philox_bits(numel: int, seed: int, offset: int, device: torch.device | str = "cpu") -> Tensor:
@@ -73,19 +83,21 @@ def _check_mask_args(op: str, weight: Tensor, scores: Tensor, scale: Optional[Te
 def _register_fakes() -> None:
     fake = torch.library.register_fake
 
-    @fake("sparseprune::aslp_weight")
-    def _aslp_weight(weight, scores, scale, temperature, rng):
-        _check_mask_args("aslp_weight", weight, scores, scale)
+    @fake("sparseprune::masked_weight")
+    def _masked_weight(weight, scores, scale, method, rescale, temperature, density, rng):
+        _check_mask_args("masked_weight", weight, scores, scale)
         return _empty_like(weight)
 
-    @fake("sparseprune::aslp_weight_backward")
-    def _aslp_weight_backward(grad, weight, scores, scale, temperature, rng, output_mask):
+    @fake("sparseprune::masked_weight_backward")
+    def _masked_weight_backward(grad, weight, scores, scale, method, rescale, temperature, density,
+                                rng, output_mask):
         return (_empty_like(weight) if output_mask[0] else None,
                 _empty_like(scores) if output_mask[1] else None,
                 _empty_like(scale) if output_mask[2] and scale is not None else None)
 
     @fake("sparseprune::masked_linear")
-    def _masked_linear(input, weight, scores, bias, scale, method, temperature, rng):
+    def _masked_linear(input, weight, scores, bias, scale, method, rescale, temperature, density,
+                       rng):
         _check_mask_args("masked_linear", weight, scores, scale)
         torch._check_value(input.shape[-1] == weight.shape[1], lambda: (
             f"sparseprune::masked_linear: input's last dimension must equal in_features = "
@@ -100,13 +112,13 @@ def _register_fakes() -> None:
                 _empty_like(scale) if output_mask[4] and scale is not None else None)
 
     @fake("sparseprune::masked_linear_backward")
-    def _masked_linear_backward(grad_output, input, weight, scores, scale, method, temperature,
-                                rng, output_mask):
+    def _masked_linear_backward(grad_output, input, weight, scores, scale, method, rescale,
+                                temperature, density, rng, output_mask):
         return _mask_grads(input, weight, scores, scale, output_mask)
 
     @fake("sparseprune::masked_conv2d")
     def _masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups,
-                       method, temperature, rng):
+                       method, rescale, temperature, density, rng):
         _check_mask_args("masked_conv2d", weight, scores, scale)
         spatial = [
             (size + 2 * pad - dil * (k - 1) - 1) // st + 1
@@ -117,7 +129,8 @@ def _register_fakes() -> None:
 
     @fake("sparseprune::masked_conv2d_backward")
     def _masked_conv2d_backward(grad_output, input, weight, scores, scale, stride, padding,
-                                dilation, groups, method, temperature, rng, output_mask):
+                                dilation, groups, method, rescale, temperature, density, rng,
+                                output_mask):
         return _mask_grads(input, weight, scores, scale, output_mask)
 
     @fake("sparseprune::philox_bits")

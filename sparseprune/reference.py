@@ -22,10 +22,12 @@ from torch import Tensor, nn
 
 from . import _args
 from .rng import next_rng, seed_offset
+from .select import top_k_masks
 
 __all__ = ["philox4x32_10", "philox_bits", "uniform", "logistic_noise", "aslp_weight",
-           "masked_linear", "masked_conv2d", "gumbel_softmax_weight", "GumbelSoftmaxLayer",
-           "seed_paper_copy"]
+           "supermask_weight", "edge_popup_weight", "masked_linear", "masked_conv2d",
+           "gumbel_softmax_weight", "bernoulli_dwr_weight", "kthvalue_weight",
+           "SeedPaperLayer", "seed_paper_copy"]
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
@@ -72,52 +74,94 @@ def logistic_noise(numel: int, seed: int, offset: int) -> Tensor:
     return torch.log(u) - torch.log1p(-u)
 
 
-def _aslp(weight: Tensor, scores: Tensor, scale: Optional[Tensor], temperature: float,
-          rng: Tensor) -> Tensor:
+def _straight_through(value: Tensor, surrogate: Tensor) -> Tensor:
+    # Exactly `value`, with the gradient of `surrogate`.
+    return value + (surrogate - surrogate.detach())
+
+
+def _check_shapes(weight: Tensor, scores: Tensor) -> None:
     if weight.shape != scores.shape:
         raise ValueError(f"scores must have the weight's shape {tuple(weight.shape)}, "
                          f"got {tuple(scores.shape)}")
+
+
+def _rescaled(out: Tensor, z: Tensor, scale: Optional[Tensor], rescale: str) -> Tensor:
+    if rescale == "smart":
+        return out * scale.to(out.dtype)
+    if rescale == "dwr":  # numel / max(kept, 1), differentiable through the kept count
+        kept = z.sum()
+        return out * (z.numel() / (kept + (kept.detach() == 0).to(kept.dtype)))
+    return out
+
+
+def _mask(method: str, weight: Tensor, scores: Tensor, scale: Optional[Tensor], rescale: str,
+          temperature: float, density: float, rng: Tensor) -> Tensor:
+    _check_shapes(weight, scores)
+    if method == "edge_popup":
+        magnitude = scores.abs().float()
+        keep = top_k_masks([magnitude], round(density * scores.numel()))[0]
+        z = _straight_through(keep.to(weight.dtype), magnitude.to(weight.dtype))
+        return weight * z
     noise = logistic_noise(weight.numel(), *seed_offset(rng)).reshape(weight.shape)
     noise = noise.to(weight.device)
-    logits = scores.double() + noise
-    z = (logits > 0).to(weight.dtype)
-    y = torch.sigmoid(logits / temperature).to(weight.dtype)
-    z_st = z + (y - y.detach())  # value exactly z, gradient that of the soft sample y
-    out = weight * z_st
-    return out * scale.to(weight.dtype) if scale is not None else out
+    s = scores.double()
+    if method == "aslp":  # z = 1[s + L > 0]; gradient of y = sigmoid((s + L) / tau)
+        keep, surrogate = s + noise > 0, torch.sigmoid((s + noise) / temperature)
+    else:  # supermask: z = 1[u < sigmoid(s)] = 1[s - L > 0]; gradient of sigmoid(s)
+        keep, surrogate = s - noise > 0, torch.sigmoid(s)
+    z = _straight_through(keep.to(weight.dtype), surrogate.to(weight.dtype))
+    return _rescaled(weight * z, z, scale, rescale)
+
+
+def _functional(method: str, weight, scores, scale, rescale, temperature, density, generator):
+    tau = _args.temperature(temperature)
+    method, rescale, density = _args.mask_options(method, scale, rescale, density)
+    rng = torch.zeros(2, dtype=torch.int64) if method == "edge_popup" else next_rng(generator)
+    return _mask(method, weight, scores, scale, rescale, tau, density, rng)
 
 
 def aslp_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor] = None, *,
-                temperature: float = 1.0,
+                temperature: float = 1.0, rescale: Optional[str] = None,
                 generator: Optional[torch.Generator] = None) -> Tensor:
     """Reference for :func:`sparseprune.functional.aslp_weight`."""
-    tau = _args.temperature(temperature)
-    rng = next_rng(generator)
-    return _aslp(weight, scores, scale, tau, rng)
+    return _functional("aslp", weight, scores, scale, rescale, temperature, None, generator)
+
+
+def supermask_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor] = None, *,
+                     rescale: Optional[str] = None,
+                     generator: Optional[torch.Generator] = None) -> Tensor:
+    """Reference for :func:`sparseprune.functional.supermask_weight`."""
+    return _functional("supermask", weight, scores, scale, rescale, 1.0, None, generator)
+
+
+def edge_popup_weight(weight: Tensor, scores: Tensor, *, density: float) -> Tensor:
+    """Reference for :func:`sparseprune.functional.edge_popup_weight`."""
+    return _functional("edge_popup", weight, scores, None, None, 1.0, density, None)
 
 
 def masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor] = None, *,
-                  method: str = "aslp", scale: Optional[Tensor] = None, temperature: float = 1.0,
+                  method: str = "aslp", scale: Optional[Tensor] = None,
+                  rescale: Optional[str] = None, temperature: float = 1.0,
+                  density: Optional[float] = None,
                   generator: Optional[torch.Generator] = None) -> Tensor:
     """Reference for :func:`sparseprune.functional.masked_linear`."""
-    tau, _ = _args.temperature(temperature), _args.method(method)
-    rng = next_rng(generator)
-    return F.linear(input, _aslp(weight, scores, scale, tau, rng), bias)
+    masked = _functional(method, weight, scores, scale, rescale, temperature, density, generator)
+    return F.linear(input, masked, bias)
 
 
 def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor] = None,
                   stride: _args.IntPair = 1, padding: _args.IntPair | str = 0,
                   dilation: _args.IntPair = 1, groups: int = 1, *, method: str = "aslp",
-                  scale: Optional[Tensor] = None, temperature: float = 1.0,
+                  scale: Optional[Tensor] = None, rescale: Optional[str] = None,
+                  temperature: float = 1.0, density: Optional[float] = None,
                   generator: Optional[torch.Generator] = None) -> Tensor:
     """Reference for :func:`sparseprune.functional.masked_conv2d`."""
-    tau, _ = _args.temperature(temperature), _args.method(method)
-    stride, dilation = _args.pair("stride", stride), _args.pair("dilation", dilation)
-    input, padding = _args.conv_padding(input, weight, stride, padding, dilation)
-    rng = next_rng(generator)
-    return F.conv2d(input, _aslp(weight, scores, scale, tau, rng), bias, stride, padding,
-                    dilation, groups)
+    input, stride, padding, dilation = _args.conv_args(input, weight, stride, padding, dilation)
+    masked = _functional(method, weight, scores, scale, rescale, temperature, density, generator)
+    return F.conv2d(input, masked, bias, stride, padding, dilation, groups)
 
+
+# ---- The seed papers' code paths, for benchmarks ---------------------------------------------
 
 def gumbel_softmax_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor] = None, *,
                           temperature: float = 1.0) -> Tensor:
@@ -126,9 +170,7 @@ def gumbel_softmax_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor
     Same distribution and straight-through gradient as :func:`aslp_weight`, from torch's own
     random stream (two exponentials per weight), materialising the noise and the soft sample.
     """
-    if weight.shape != scores.shape:
-        raise ValueError(f"scores must have the weight's shape {tuple(weight.shape)}, "
-                         f"got {tuple(scores.shape)}")
+    _check_shapes(weight, scores)
     temperature = _args.temperature(temperature)
     logits = torch.stack((scores, torch.zeros_like(scores)))
     z = F.gumbel_softmax(logits, tau=temperature, hard=True, dim=0)[0]
@@ -136,43 +178,94 @@ def gumbel_softmax_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor
     return out * scale if scale is not None else out
 
 
-class GumbelSoftmaxLayer(nn.Module):
-    """A linear or conv layer masked the way the seed paper's code does it: the weight goes through
-    :func:`gumbel_softmax_weight` each forward, then ``F.linear`` / the layer's convolution.
-    Weight and bias are frozen; ``scores`` (and ``scale`` if given) are trained."""
+def bernoulli_dwr_weight(weight: Tensor, scores: Tensor, *, dwr: bool = True) -> Tensor:
+    """Supermask as its reference code writes it: ``b = bernoulli(sigmoid(s))``, the
+    straight-through ``m = b + sigmoid(s) - sigmoid(s).detach()``, and with DWR
+    ``(numel / m.sum()) * w * m``."""
+    _check_shapes(weight, scores)
+    p = torch.sigmoid(scores)
+    m = torch.bernoulli(p.detach()) + p - p.detach()
+    return (m.numel() / m.sum()) * weight * m if dwr else weight * m
 
-    def __init__(self, layer: nn.Linear | nn.Conv2d, scores: Optional[Tensor] = None,
-                 scale: Optional[Tensor] = None, temperature: float = 1.0):
+
+class _KeepTop(torch.autograd.Function):
+    """0/1 mask of the entries above the threshold; the gradient passes through unchanged."""
+
+    @staticmethod
+    def forward(ctx, magnitude: Tensor, threshold: Tensor) -> Tensor:
+        return (magnitude > threshold).to(magnitude.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, None
+
+
+def kthvalue_weight(weight: Tensor, scores: Tensor, *, density: float) -> Tensor:
+    """Edge-Popup as its reference code writes it: the per-layer ``kthvalue`` of ``|scores|`` as a
+    threshold, a 0/1 mask, and a straight-through backward."""
+    _check_shapes(weight, scores)
+    magnitude = scores.abs()
+    pruned = scores.numel() - round(_args.density(density) * scores.numel())
+    if pruned == 0:
+        return weight * (magnitude - magnitude.detach() + 1)
+    threshold = torch.kthvalue(magnitude.detach().flatten(), pruned).values
+    return weight * _KeepTop.apply(magnitude, threshold)
+
+
+class SeedPaperLayer(nn.Module):
+    """A linear or conv layer masked the way a seed paper's code does it, each forward:
+    ``"aslp"`` :func:`gumbel_softmax_weight` (with the Smart Rescale ``scale`` if given),
+    ``"supermask"`` :func:`bernoulli_dwr_weight`, ``"edge_popup"`` :func:`kthvalue_weight`;
+    then ``F.linear`` / the layer's convolution. Weight and bias are frozen; ``scores`` (and
+    ``scale``) are trained."""
+
+    def __init__(self, layer: nn.Linear | nn.Conv2d, method: str = "aslp",
+                 scores: Optional[Tensor] = None, scale: Optional[Tensor] = None, *,
+                 temperature: float = 1.0, dwr: bool = True, density: float = 0.5):
         super().__init__()
-        self.layer = layer
+        if method not in ("aslp", "supermask", "edge_popup"):
+            raise ValueError(f"method must be aslp, supermask or edge_popup, got {method!r}")
+        self.layer, self.method = layer, method
         self.layer.requires_grad_(False)
         self.scores = nn.Parameter(torch.zeros_like(layer.weight) if scores is None
                                    else scores.detach().clone())
         self.scale = None if scale is None else nn.Parameter(scale.detach().clone())
         self.temperature = _args.temperature(temperature)
+        self.dwr, self.density = dwr, _args.density(density)
+
+    def masked_weight(self) -> Tensor:
+        weight = self.layer.weight
+        if self.method == "aslp":
+            return gumbel_softmax_weight(weight, self.scores, self.scale,
+                                         temperature=self.temperature)
+        if self.method == "supermask":
+            return bernoulli_dwr_weight(weight, self.scores, dwr=self.dwr)
+        return kthvalue_weight(weight, self.scores, density=self.density)
 
     def forward(self, input: Tensor) -> Tensor:
-        weight = gumbel_softmax_weight(self.layer.weight, self.scores, self.scale,
-                                       temperature=self.temperature)
         if isinstance(self.layer, nn.Conv2d):
-            return self.layer._conv_forward(input, weight, self.layer.bias)
-        return F.linear(input, weight, self.layer.bias)
+            return self.layer._conv_forward(input, self.masked_weight(), self.layer.bias)
+        return F.linear(input, self.masked_weight(), self.layer.bias)
 
 
-def seed_paper_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose masked layers (or plain ``nn.Linear`` / ``nn.Conv2d``, with
-    scores 0) are :class:`GumbelSoftmaxLayer` s with the same weights, scores and scales: the seed
-    paper's code path for the same network, for benchmarks."""
+def seed_paper_copy(model: nn.Module, method: str = "aslp", **options) -> nn.Module:
+    """A copy of ``model`` whose masked layers (or plain ``nn.Linear`` / ``nn.Conv2d``) are
+    :class:`SeedPaperLayer` s with the same weights, scores and scales: the seed papers' code path
+    for the same network, for benchmarks. A masked layer keeps its own method and options;
+    ``method`` and ``options`` (see SeedPaperLayer) apply to plain layers."""
     from .nn.masked import MaskedConv2d, MaskedLinear
 
     twin = copy.deepcopy(model)
     for name, module in list(twin.named_modules()):
         if isinstance(module, (MaskedLinear, MaskedConv2d)):
-            new = GumbelSoftmaxLayer(module.to_dense(module.weight), module.scores,
-                                     getattr(module, "scale", None),
-                                     getattr(module.method, "temperature", 1.0))
+            m = module.method
+            new = SeedPaperLayer(module.to_dense(module.weight), m.name, module.scores,
+                                 getattr(module, "scale", None),
+                                 temperature=getattr(m, "temperature", 1.0),
+                                 dwr=getattr(m, "rescale", None) == "dwr",
+                                 density=getattr(m, "density", 0.5))
         elif type(module) in (nn.Linear, nn.Conv2d):
-            new = GumbelSoftmaxLayer(module)
+            new = SeedPaperLayer(module, method, **options)
         else:
             continue
         if name == "":

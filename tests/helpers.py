@@ -26,3 +26,38 @@ def tols(dtype: torch.dtype) -> dict:
     return {torch.float64: dict(rtol=1e-9, atol=1e-12), torch.float32: dict(rtol=2e-5, atol=2e-5),
             torch.bfloat16: dict(rtol=2e-2, atol=2e-3),
             torch.float16: dict(rtol=2e-3, atol=2e-4)}[dtype]
+
+
+def assert_matches_truth(got, low_precision_ref, truth, dtype):
+    """float32/64: close to the float64 truth. bf16/fp16: no worse than twice the error of the
+    plain low-precision reference path (plus a small floor), the rule flash-attention uses."""
+    if dtype in (torch.float32, torch.float64):
+        torch.testing.assert_close(got.double(), truth.double(), **tols(got.dtype if
+                                   got.dtype in (torch.float32, torch.float64) else dtype))
+        return
+    if got.numel() == 0:
+        assert got.shape == truth.shape
+        return
+    ours = (got.double() - truth.double()).abs().max()
+    plain = (low_precision_ref.double() - truth.double()).abs().max()
+    assert ours <= 2 * plain + 1e-2 * truth.double().abs().max() + 1e-6
+
+
+def check_against_reference(fused, ref_fn, inputs, seed):
+    """Runs fused and reference with the same draw; compares outputs and all input gradients
+    with the reference evaluated in float64 as the truth."""
+    g1, g2, g3 = (torch.Generator().manual_seed(seed) for _ in range(3))
+    out = fused(*inputs, generator=g1)
+    ref = ref_fn(*inputs, generator=g2)
+    wide = [None if t is None else t.detach().double().requires_grad_(t.requires_grad)
+            for t in inputs]
+    truth = ref_fn(*wide, generator=g3)
+    dtype = inputs[0].dtype
+    assert_matches_truth(out, ref, truth, dtype)
+    grad = torch.randn(out.shape, dtype=torch.float64).to(out.dtype)
+    tracked = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
+    got = torch.autograd.grad(out, [inputs[i] for i in tracked], grad)
+    low = torch.autograd.grad(ref, [inputs[i] for i in tracked], grad)
+    true = torch.autograd.grad(truth, [wide[i] for i in tracked], grad.double())
+    for g, lo, tr in zip(got, low, true):
+        assert_matches_truth(g, lo, tr, dtype)

@@ -33,7 +33,7 @@ W, S = torch.randn(4, 5), torch.randn(4, 5)
     (lambda: F.masked_linear(torch.randn(3, 6), W, S), ValueError, r"last dimension must equal in_features = 5, got input of shape \[3, 6\]"),
     (lambda: F.masked_linear(torch.randn(3, 5).double(), W, S), TypeError, "input and weight must have the same dtype, got Double and Float"),
     (lambda: F.masked_linear(torch.randn(3, 5), W, S, torch.randn(3)), ValueError, r"bias must have shape \(4,\), got \[3\]"),
-    (lambda: F.masked_linear(torch.randn(3, 5), W, S, method="supermask2"), ValueError, "method must be one of aslp, got 'supermask2'"),
+    (lambda: F.masked_linear(torch.randn(3, 5), W, S, method="supermask2"), ValueError, "method must be one of aslp, supermask, edge_popup, got .supermask2."),
     (lambda: F.masked_linear(torch.randn(3, 5), W[0], S[0]), ValueError, r"weight must be 2-D \(out_features, in_features\), got shape \[5\]"),
     (lambda: F.masked_conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3)), ValueError, "input has 3 channels but weight expects 2"),
     (lambda: F.masked_conv2d(torch.randn(8, 8), torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3)), ValueError, r"input must be 3-D \(C, H, W\) or 4-D"),
@@ -59,9 +59,9 @@ def test_nan_scores_in_a_layer_raise():
 
 
 @pytest.mark.parametrize("kwargs,pattern", [
-    (dict(method="nope"), "unknown method 'nope'; available: aslp"),
+    (dict(method="nope"), "unknown method 'nope'; available: aslp, edge_popup, supermask"),
     (dict(method="aslp", tempreature=2.0), "unknown option\\(s\\) 'tempreature' for method 'aslp'; valid options: temperature"),
-    (dict(method="aslp", rescale="dwr2"), "rescale must be one of \\(None, 'smart'\\), got 'dwr2'"),
+    (dict(method="aslp", rescale="dwr2"), "rescale must be one of \\(None, 'smart', 'dwr'\\), got 'dwr2'"),
     (dict(method="aslp", temperature=0), "temperature must be a finite number > 0, got 0"),
     (dict(method="aslp", init_logit=math.inf), "init_logit must be a finite number, got inf"),
     (dict(method="aslp", scores_dtype=torch.int32), "scores_dtype must be a floating dtype or None"),
@@ -102,3 +102,40 @@ def test_empty_and_non_contiguous_inputs_are_valid():
     assert F.aslp_weight(wide[:, ::2], torch.randn(8, 10)[:, 1::2]).shape == (8, 5)
     conv_in = torch.randn(2, 3, 9, 9).permute(0, 1, 3, 2)
     assert F.masked_conv2d(conv_in, torch.randn(2, 3, 3, 3), torch.randn(2, 3, 3, 3)).shape == (2, 2, 7, 7)
+
+
+@pytest.mark.parametrize("call,error,pattern", [
+    (lambda: F.edge_popup_weight(W, S, density=0), ValueError, r"density must be a number in \(0, 1\], got 0"),
+    (lambda: F.edge_popup_weight(W, S, density=1.5), ValueError, r"density must be a number in \(0, 1\], got 1.5"),
+    (lambda: F.edge_popup_weight(W, S, density=math.nan), ValueError, r"density must be .* got nan"),
+    (lambda: F.masked_linear(torch.randn(3, 5), W, S, method="edge_popup"), ValueError, r"density must be a number in \(0, 1\], got None"),
+    (lambda: F.masked_linear(torch.randn(3, 5), W, S, method="edge_popup", density=0.5, rescale="dwr"), ValueError, "rescale applies to aslp and supermask, not edge_popup"),
+    (lambda: F.masked_linear(torch.randn(3, 5), W, S, method="aslp", density=0.5), ValueError, "density applies to edge_popup, not aslp"),
+    (lambda: F.supermask_weight(W, S, torch.ones(1), rescale="dwr"), ValueError, "scale .* goes with rescale='smart' and only with it, got rescale='dwr'"),
+    (lambda: F.supermask_weight(W, S, rescale="smart"), ValueError, "goes with rescale='smart' and only with it, got rescale='smart' and no scale"),
+    (lambda: F.supermask_weight(W, S, rescale="DWR"), ValueError, r"rescale must be one of \(None, 'smart', 'dwr'\), got 'DWR'"),
+    (lambda: F.edge_popup_weight(W, torch.full((4, 5), math.nan), density=0.5), ValueError, "scores contain NaN"),
+    (lambda: ops.masked_weight(W, S, None, "edge_popup", "dwr", 1.0, 0.5, RNG), ValueError, "rescale='dwr' applies to stochastic masks"),
+    (lambda: ops.masked_weight(W, S, None, "topk", "none", 1.0, 0.5, RNG), ValueError, "method must be aslp, supermask or edge_popup, got 'topk'"),
+    (lambda: ops.masked_weight(W, S, None, "edge_popup", "none", 1.0, 0.0, RNG), ValueError, r"density must be in \(0, 1\], got 0"),
+])
+def test_bad_mask_method_arguments(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(method="edge_popup", density=2), r"density must be a number in \(0, 1\], got 2"),
+    (dict(method="edge_popup", weight_init="xavier"), "weight_init must be one of .* got 'xavier'"),
+    (dict(method="edge_popup", scale_fan=True), "scale_fan applies to weight_init='signed_constant'"),
+    (dict(method="supermask", rescale="smrt"), "rescale must be one of .* got 'smrt'"),
+    (dict(method="supermask", temperature=2.0), "unknown option\\(s\\) 'temperature' for method 'supermask'"),
+])
+def test_convert_rejects_bad_method_options(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        sp.convert(nn.Sequential(nn.Linear(3, 2)), **kwargs)
+
+
+def test_edge_popup_rejects_an_empty_layer():
+    with pytest.raises(ValueError, match="edge_popup needs a layer with weights .* shape \\(4, 0\\)"):
+        sp.convert(nn.Linear(0, 4), "edge_popup")

@@ -8,7 +8,7 @@ import sparseprune as sp
 from sparseprune import ops
 from sparseprune.rng import rng_state
 
-OPS = ["aslp_weight", "aslp_weight_backward", "masked_linear", "masked_linear_backward",
+OPS = ["masked_weight", "masked_weight_backward", "masked_linear", "masked_linear_backward",
        "masked_conv2d", "masked_conv2d_backward"]
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

@@ -69,3 +69,23 @@ def test_different_seeds_give_different_masks(isa):
     c = F.aslp_weight(weight, scores, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, c)
     assert (a != b).float().mean() > 0.4  # independent p = 1/2 masks differ in half the places
+
+
+@pytest.mark.parametrize("method,rescale,density", [("supermask", "none", 1.0),
+                                                    ("supermask", "dwr", 1.0),
+                                                    ("aslp", "dwr", 1.0),
+                                                    ("edge_popup", "none", 0.3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_every_method_identical_across_isas(method, rescale, density, dtype):
+    shape = (37, 211)
+    weight, scores = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+    grad = torch.randn(shape).to(dtype)
+    rng = rng_state(5, 6)
+
+    def run():
+        w, s = (t.clone().requires_grad_() for t in (weight, scores))
+        out = ops.masked_weight(w, s, None, method, rescale, 0.8, density, rng)
+        out.backward(grad)
+        return out, w.grad, s.grad
+
+    assert_all_identical(run_on_each_isa(run))

@@ -10,7 +10,7 @@ from sparseprune import functional as F
 from sparseprune import reference as R
 from sparseprune.rng import next_rng
 
-from helpers import near_boundary, tols
+from helpers import check_against_reference, near_boundary, tols
 
 SHAPES = [(1,), (7,), (1031,), (33, 65), (4, 3, 5, 5), (64, 48)]
 FLOATS = [torch.float32, torch.bfloat16, torch.float16]
@@ -114,41 +114,6 @@ def test_aslp_empty_tensors():
 
 
 LINEAR_CASES = [((5, 41), 30, True), ((2, 3, 17), 9, False), ((41,), 7, True), ((0, 8), 4, True)]
-
-
-def assert_matches_truth(got, low_precision_ref, truth, dtype):
-    """float32/64: close to the float64 truth. bf16/fp16: no worse than twice the error of the
-    plain low-precision reference path (plus a small floor), the rule flash-attention uses."""
-    if dtype in (torch.float32, torch.float64):
-        torch.testing.assert_close(got.double(), truth.double(), **tols(got.dtype if
-                                   got.dtype in (torch.float32, torch.float64) else dtype))
-        return
-    if got.numel() == 0:
-        assert got.shape == truth.shape
-        return
-    ours = (got.double() - truth.double()).abs().max()
-    plain = (low_precision_ref.double() - truth.double()).abs().max()
-    assert ours <= 2 * plain + 1e-2 * truth.double().abs().max() + 1e-6
-
-
-def check_against_reference(fused, ref_fn, inputs, seed):
-    """Runs fused and reference with the same draw; compares outputs and all input gradients
-    with the reference evaluated in float64 as the truth."""
-    g1, g2, g3 = (torch.Generator().manual_seed(seed) for _ in range(3))
-    out = fused(*inputs, generator=g1)
-    ref = ref_fn(*inputs, generator=g2)
-    wide = [None if t is None else t.detach().double().requires_grad_(t.requires_grad)
-            for t in inputs]
-    truth = ref_fn(*wide, generator=g3)
-    dtype = inputs[0].dtype
-    assert_matches_truth(out, ref, truth, dtype)
-    grad = torch.randn(out.shape, dtype=torch.float64).to(out.dtype)
-    tracked = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
-    got = torch.autograd.grad(out, [inputs[i] for i in tracked], grad)
-    low = torch.autograd.grad(ref, [inputs[i] for i in tracked], grad)
-    true = torch.autograd.grad(truth, [wide[i] for i in tracked], grad.double())
-    for g, lo, tr in zip(got, low, true):
-        assert_matches_truth(g, lo, tr, dtype)
 
 
 @pytest.mark.parametrize("input_shape,out_features,bias", LINEAR_CASES)

@@ -233,7 +233,7 @@ def test_mask_parameters_groups_by_name():
 def test_seed_paper_copy_is_the_same_network_on_the_paper_code_path():
     model = randomize_scores(sp.convert(small_net(), "aslp", rescale="smart"))
     twin = sp.reference.seed_paper_copy(model)
-    layers = [m for m in twin.modules() if isinstance(m, sp.reference.GumbelSoftmaxLayer)]
+    layers = [m for m in twin.modules() if isinstance(m, sp.reference.SeedPaperLayer)]
     masked = [m for _, m in sp.masked_layers(model)]
     assert len(layers) == len(masked) == 4
     for paper, ours in zip(layers, masked):
@@ -244,3 +244,57 @@ def test_seed_paper_copy_is_the_same_network_on_the_paper_code_path():
     assert out.shape == (3, 3) and all(m.scores.grad is not None for m in layers)
     with pytest.raises(ValueError, match="scores must have the weight's shape"):
         sp.reference.gumbel_softmax_weight(torch.randn(2, 3), torch.randn(3, 2))
+
+
+def test_every_method_is_available():
+    assert {"aslp", "supermask", "edge_popup"} <= set(sp.methods.available())
+
+
+@pytest.mark.parametrize("method,options", [("supermask", dict(rescale="dwr")),
+                                            ("supermask", dict(rescale="smart")),
+                                            ("edge_popup", dict(density=0.5)),
+                                            ("aslp", dict(rescale="dwr"))])
+def test_each_method_trains_and_finalizes_on_any_model(method, options):
+    model = sp.convert(small_net(), method, **options)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(4, 1, 8, 8)).square().mean().backward()
+        opt.step()
+    model.eval()
+    x = torch.randn(3, 1, 8, 8)
+    dense = sp.finalize(copy.deepcopy(model))
+    torch.testing.assert_close(dense(x), model(x), rtol=1e-5, atol=1e-6)
+    if method == "edge_popup":  # exactly the kept fraction in every layer
+        for m in dense.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                assert int(torch.count_nonzero(m.weight)) == round(0.5 * m.weight.numel())
+
+
+def test_supermask_dwr_final_scale_is_recomputed_on_the_final_mask():
+    layer = sp.convert(nn.Linear(10, 4), "supermask", rescale="dwr")
+    with torch.no_grad():
+        layer.scores.fill_(-1.0)
+        layer.scores[0].fill_(1.0)  # 10 of 40 kept: factor 4
+    dense = sp.finalize(copy.deepcopy(layer))
+    torch.testing.assert_close(dense.weight[0], layer.weight[0] * 4.0)
+    assert torch.count_nonzero(dense.weight[1:]) == 0
+
+
+def test_sampled_masks_in_eval():
+    model = randomize_scores(sp.convert(small_net(), "supermask", rescale="dwr")).eval()
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(model(x), model(x))
+    with sp.sampled_masks(model):
+        assert not torch.equal(model(x), model(x))
+    assert torch.equal(model(x), model(x))  # restored
+
+
+def test_edge_popup_initialisations():
+    layer = sp.convert(nn.Linear(50, 20), "edge_popup", density=0.25,
+                       weight_init="signed_constant", scale_fan=True)
+    expected = (2.0 / (50 * 0.25)) ** 0.5
+    torch.testing.assert_close(layer.weight.abs(), torch.full((20, 50), expected))
+    assert layer.scores.abs().max() <= 1 / 50 ** 0.5  # kaiming_uniform(a=sqrt(5))
+    normal = sp.convert(nn.Linear(400, 300), "edge_popup", weight_init="kaiming_normal")
+    assert abs(normal.weight.std().item() - (2 / 400) ** 0.5) < 0.002

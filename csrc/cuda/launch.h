@@ -1,14 +1,28 @@
 // CUDA launchers for the fused kernels (defined in csrc/cuda/*.cu, built only with CUDA). Each
-// launches on the current stream of `device` under a device guard and checks the launch.
+// launches on the current stream of `device` under a device guard and checks the launch. They
+// mirror the CPU KernelTable (csrc/cpu/kernels/kernel_table.h) over the whole tensor.
 #pragma once
 #include <sparseprune/params.h>
 
 namespace sparseprune {
 namespace cuda {
 
-void aslp_forward(const AslpParams& p, int device);
-// Also reduces the per-tile partials into *p.grad_scale when p.grad_scale is set (no host sync).
-void aslp_backward(const AslpParams& p, int device);
+// Writes p.masked and, when p.partials is set, the kept count of each tile (DWR).
+void stochastic_forward(const StochasticParams& p, int device);
+// One-pass backward; per-tile sums of g * w * z into p.partials when set, reduced into
+// *p.grad_scale when that is set too (no host sync).
+void stochastic_backward(const StochasticParams& p, int device);
+// DWR backward: pass 1 (packed slopes, per-tile (sum w z g, kept) pairs) and pass 2.
+void dwr_collect(const StochasticParams& p, int device);
+void dwr_finish(const StochasticParams& p, int device);
+
+// Edge-Popup: adds a radix step's counts into hist (device, kHistogramBins int64), counts the
+// keys equal to p.threshold per tile (device, num_tiles int64), forward and backward passes.
+void topk_histogram(const TopkParams& p, const DigitHistogram& step, int64_t* hist, int device);
+void topk_count_ties(const TopkParams& p, int64_t* per_tile, int device);
+void topk_forward(const TopkParams& p, int device);
+void topk_backward(const TopkParams& p, int device);
+
 void noise(const NoiseParams& p, int device);
 
 }  // namespace cuda

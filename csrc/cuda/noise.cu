@@ -1,10 +1,6 @@
 // CUDA kernel for sparseprune::philox_bits / logistic_noise: the raw Philox4x32-10 stream of
 // (seed, offset), as uint32 words or as logistic noise, bit-identical to the CPU kernels because
 // every step comes from the shared headers (philox.h, uniform.h, noise.h).
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that pulls in cuBLAS/cuSPARSE
-
 #include <sparseprune/noise.h>
 #include <sparseprune/philox.h>
 
@@ -16,8 +12,7 @@ namespace device {
 namespace {
 
 // One thread per Philox block: its four words go to elements 4b .. 4b + 3 (fewer in the last).
-template <bool kVec>
-__global__ void __launch_bounds__(kThreads) noise_kernel(NoiseParams p) {
+__global__ void __launch_bounds__(kThreads) noise_kernel(NoiseParams p, bool vec) {
   const PhiloxKey<uint32_t> key(p.seed);
   const int64_t num_blocks = (p.numel + 3) / 4;
   SP_FOR_EACH_PHILOX_BLOCK(b, num_blocks) {
@@ -26,12 +21,12 @@ __global__ void __launch_bounds__(kThreads) noise_kernel(NoiseParams p) {
     Pack4<uint32_t> bits;
     philox_block(key, p.offset, static_cast<uint64_t>(b), bits.v);
     if (p.kind == NoiseKind::kBits) {  // uniform across the grid: no divergence
-      store_pack<kVec>(static_cast<uint32_t*>(p.out) + e, bits, n);
+      store_pack(static_cast<uint32_t*>(p.out) + e, bits, n, vec);
     } else {
       Pack4<float> noise;
 #pragma unroll
       for (int i = 0; i < 4; ++i) noise.v[i] = logistic_noise(uniform_open<float>(bits.v[i]));
-      store_pack<kVec>(static_cast<float*>(p.out) + e, noise, n);
+      store_pack(static_cast<float*>(p.out) + e, noise, n, vec);
     }
   }
 }
@@ -46,10 +41,8 @@ void noise(const NoiseParams& p, int device_index) {
   device::on_device(device_index, [&](cudaStream_t stream) {
     const unsigned grid = device::grid_for((p.numel + 3) / 4, device::kThreads);
     // uint32 and float packs have the same alignment.
-    if (device::pack_aligned<uint32_t>(p.out))
-      device::noise_kernel<true><<<grid, device::kThreads, 0, stream>>>(p);
-    else
-      device::noise_kernel<false><<<grid, device::kThreads, 0, stream>>>(p);
+    const bool vec = device::pack_aligned<uint32_t>(p.out);
+    device::noise_kernel<<<grid, device::kThreads, 0, stream>>>(p, vec);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -26,6 +26,14 @@ void check_temperature(const char* op, double temperature) {
                     ": temperature must be a finite number > 0, got ", temperature);
 }
 
+void check_rng(const char* op, const at::Tensor& rng) {
+  TORCH_CHECK_VALUE(rng.device().is_cpu() && rng.scalar_type() == at::kLong && rng.numel() == 2 &&
+                        rng.is_contiguous(),
+                    "sparseprune::", op,
+                    ": rng must be a contiguous CPU int64 tensor [seed, offset], got ",
+                    rng.scalar_type(), " tensor of shape ", rng.sizes(), " on ", rng.device());
+}
+
 void check_scale(const char* op, const std::optional<at::Tensor>& scale, const at::Tensor& weight) {
   if (!scale.has_value()) return;
   TORCH_CHECK_VALUE(scale->numel() == 1, "sparseprune::", op,

@@ -19,6 +19,9 @@ void check_same_device(const char* op, const char* arg_a, const at::Tensor& a, c
 
 void check_temperature(const char* op, double temperature);
 
+// The rng argument: a contiguous CPU int64 tensor [seed, offset].
+void check_rng(const char* op, const at::Tensor& rng);
+
 // The optional Smart Rescale scalar: one float32 element on the weight's device.
 void check_scale(const char* op, const std::optional<at::Tensor>& scale, const at::Tensor& weight);
 

@@ -1,25 +1,23 @@
 #include "mask.h"
 
-#include <ATen/Parallel.h>
+#include <cmath>
 
-#include <atomic>
-
-#include "../cpu/dispatch.h"
 #include "check.h"
-#ifdef SP_WITH_CUDA
-#include "../cuda/launch.h"
-#endif
+#include "run.h"
+#include "topk.h"
 
 namespace sparseprune {
 namespace host {
 namespace {
 
-// Tiles per thread task: small tensors stay on one thread.
-constexpr int64_t kGrainTiles = 8;
+bool is_stochastic(const MaskArgs& args) { return args.method != "edge_popup"; }
+bool uses_dwr(const MaskArgs& args) { return args.rescale == "dwr"; }
 
-AslpParams aslp_params(const at::Tensor& weight, const at::Tensor& scores, const MaskArgs& args) {
-  AslpParams p;
+StochasticParams stochastic_params(const at::Tensor& weight, const at::Tensor& scores,
+                                   const MaskArgs& args) {
+  StochasticParams p;
   p.numel = weight.numel();
+  p.rule = args.method == "supermask" ? Stochastic::kSupermask : Stochastic::kAslp;
   const int64_t* rng = args.rng.data_ptr<int64_t>();
   p.seed = static_cast<uint64_t>(rng[0]);
   p.offset = static_cast<uint64_t>(rng[1]);
@@ -32,69 +30,94 @@ AslpParams aslp_params(const at::Tensor& weight, const at::Tensor& scores, const
   return p;
 }
 
-#ifndef SP_WITH_CUDA
-[[noreturn]] void no_cuda(const char* op) {
-  TORCH_CHECK(false, "sparseprune::", op,
-              ": this build has no CUDA kernels; rebuild with SPARSEPRUNE_CUDA=1 (see README)");
+at::Tensor partials_for(int64_t numel, int64_t per_tile, const at::Device& device) {
+  return at::empty({num_tiles(numel), per_tile},
+                   at::TensorOptions().dtype(at::kDouble).device(device));
 }
-#endif
 
-void run_forward(const char* op, const AslpParams& p, const at::Device& device) {
-  if (p.numel == 0) return;
-  if (device.is_cuda()) {
-#ifdef SP_WITH_CUDA
-    cuda::aslp_forward(p, device.index());
-    return;
-#else
-    no_cuda(op);
-#endif
+// r = N / max(M, 1): an empty sampled mask gives a zero layer, not NaN. In the weight's precision
+// (float32 for 16-bit weights, whose products are taken in float32).
+at::Tensor dwr_multiplier(int64_t numel, const at::Tensor& kept, at::ScalarType weight_dtype) {
+  return (static_cast<double>(numel) / kept.clamp_min(1.0))
+      .to(weight_dtype == at::kDouble ? at::kDouble : at::kFloat);
+}
+
+at::Tensor stochastic_forward(const char* op, const at::Tensor& w, const at::Tensor& s,
+                              const MaskArgs& args, at::Tensor& multiplier) {
+  at::Tensor masked = at::empty_like(w, at::MemoryFormat::Contiguous);
+  StochasticParams p = stochastic_params(w, s, args);
+  p.masked = masked.data_ptr();
+  at::Tensor kept;
+  if (uses_dwr(args)) {
+    kept = partials_for(p.numel, 1, w.device());
+    p.partials = kept.data_ptr<double>();
   }
-  const cpu::KernelTable& k = cpu::kernels();
-  std::atomic<bool> nan_seen{false};
-  at::parallel_for(0, num_tiles(p.numel), kGrainTiles, [&](int64_t begin, int64_t end) {
-    if (k.aslp_forward(p, begin, end)) nan_seen = true;
-  });
-  TORCH_CHECK_VALUE(!nan_seen, "sparseprune::", op,
-                    ": scores contain NaN; a NaN logit has no mask (check the learning rate or "
-                    "the optimizer state)");
+  const bool nan = run_tiles(op, w.device(), p, &cpu::KernelTable::stochastic_forward,
+                             SP_CUDA_FN(stochastic_forward));
+  check_no_nan(op, nan);
+  if (uses_dwr(args)) multiplier = dwr_multiplier(p.numel, kept.sum(), w.scalar_type());
+  return masked;
 }
 
-void run_backward(const char* op, AslpParams& p, const at::Device& device, at::Tensor* grad_scale) {
+// Without DWR: one pass; Smart Rescale's gradient reduced from per-tile sums.
+void stochastic_backward(const char* op, StochasticParams& p, const at::Device& device,
+                         at::Tensor* grad_scale) {
   at::Tensor partials;
   if (grad_scale) {
-    partials = at::empty({num_tiles(p.numel)}, at::TensorOptions().dtype(at::kDouble).device(device));
-    p.scale_partials = partials.data_ptr<double>();
+    partials = partials_for(p.numel, 1, device);
+    p.partials = partials.data_ptr<double>();
   }
   if (p.numel == 0) {
     if (grad_scale) grad_scale->zero_();
     return;
   }
-  if (device.is_cuda()) {
 #ifdef SP_WITH_CUDA
-    if (grad_scale) p.grad_scale = grad_scale->data_ptr<float>();
-    cuda::aslp_backward(p, device.index());
-    return;
-#else
-    no_cuda(op);
+  if (grad_scale && device.is_cuda()) p.grad_scale = grad_scale->data_ptr<float>();
 #endif
-  }
-  const cpu::KernelTable& k = cpu::kernels();
-  at::parallel_for(0, num_tiles(p.numel), kGrainTiles,
-                   [&](int64_t begin, int64_t end) { k.aslp_backward(p, begin, end); });
-  if (grad_scale) {  // tile partials summed in tile order: independent of the thread count
+  run_tiles(op, device, p, &cpu::KernelTable::stochastic_backward,
+            SP_CUDA_FN(stochastic_backward));
+  if (grad_scale && device.is_cpu()) {  // tile partials summed in tile order
     const double* part = partials.data_ptr<double>();
     double total = 0;
-    for (int64_t t = 0; t < partials.numel(); ++t) total += part[t];
+    for (int64_t t = 0; t < partials.size(0); ++t) total += part[t];
     grad_scale->fill_(total);
   }
+}
+
+// With DWR: pass 1 packs slopes and sums (w z g, z) per tile; the factors r = N / max(M, 1) and
+// c = r * T / max(M, 1) follow on the device; pass 2 finishes every output without noise.
+void dwr_backward(const char* op, StochasticParams& p, const at::Device& device,
+                  const at::Tensor& slopes) {
+  if (p.numel == 0) return;
+  at::Tensor partials = partials_for(p.numel, 2, device);
+  p.partials = partials.data_ptr<double>();
+  p.slopes = slopes.data_ptr<float>();
+  run_tiles(op, device, p, &cpu::KernelTable::dwr_collect, SP_CUDA_FN(dwr_collect));
+  const at::Tensor sums = partials.sum(0);  // [sum w z g, M]
+  const at::Tensor kept = sums.select(0, 1).clamp_min(1.0);
+  const at::Tensor r = static_cast<double>(p.numel) / kept;
+  const at::Tensor factors = at::stack({r, r * sums.select(0, 0) / kept}).contiguous();
+  p.dwr_factors = factors.data_ptr<double>();
+  run_tiles(op, device, p, &cpu::KernelTable::dwr_finish, SP_CUDA_FN(dwr_finish));
 }
 
 }  // namespace
 
 void check_mask_args(const char* op, const at::Tensor& weight, const at::Tensor& scores,
                      const MaskArgs& args) {
-  TORCH_CHECK_VALUE(args.method == "aslp", "sparseprune::", op, ": unknown method '", args.method,
-                    "'; the fused kernels implement: aslp");
+  TORCH_CHECK_VALUE(args.method == "aslp" || args.method == "supermask" ||
+                        args.method == "edge_popup",
+                    "sparseprune::", op, ": method must be aslp, supermask or edge_popup, got '",
+                    args.method, "'");
+  TORCH_CHECK_VALUE(args.rescale == "none" || args.rescale == "smart" || args.rescale == "dwr",
+                    "sparseprune::", op, ": rescale must be none, smart or dwr, got '",
+                    args.rescale, "'");
+  TORCH_CHECK_VALUE(args.rescale != "dwr" || is_stochastic(args), "sparseprune::", op,
+                    ": rescale='dwr' applies to stochastic masks (aslp, supermask), got method '",
+                    args.method, "'");
+  TORCH_CHECK_VALUE((args.rescale == "smart") == args.scale.has_value(), "sparseprune::", op,
+                    ": a scale tensor goes with rescale='smart' and only with it, got rescale='",
+                    args.rescale, "' and ", args.scale.has_value() ? "a" : "no", " scale");
   kernel_dtype(op, "weight", weight);
   kernel_dtype(op, "scores", scores);
   TORCH_CHECK_VALUE(weight.sizes() == scores.sizes(), "sparseprune::", op,
@@ -105,22 +128,27 @@ void check_mask_args(const char* op, const at::Tensor& weight, const at::Tensor&
                     ": tensors must be on CPU or CUDA, got ", weight.device());
   check_scale(op, args.scale, weight);
   check_temperature(op, args.temperature);
-  TORCH_CHECK_VALUE(args.rng.device().is_cpu() && args.rng.scalar_type() == at::kLong &&
-                        args.rng.numel() == 2 && args.rng.is_contiguous(),
-                    "sparseprune::", op,
-                    ": rng must be a contiguous CPU int64 tensor [seed, offset], got ",
-                    args.rng.scalar_type(), " tensor of shape ", args.rng.sizes(), " on ",
-                    args.rng.device());
+  TORCH_CHECK_VALUE(std::isfinite(args.density) && args.density > 0 && args.density <= 1,
+                    "sparseprune::", op, ": density must be in (0, 1], got ", args.density);
+  check_rng(op, args.rng);
 }
 
-at::Tensor masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,
-                         const MaskArgs& args) {
+Masked masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,
+                     const MaskArgs& args) {
   const at::Tensor w = weight.contiguous(), s = scores.contiguous();
-  at::Tensor masked = at::empty_like(w, at::MemoryFormat::Contiguous);
-  AslpParams p = aslp_params(w, s, args);
-  p.masked = masked.data_ptr();
-  run_forward(op, p, w.device());
-  return masked;
+  Masked out;
+  if (is_stochastic(args))
+    out.weight = stochastic_forward(op, w, s, args, out.multiplier);
+  else
+    out.weight = topk_forward(op, w, s, args.density);
+  return out;
+}
+
+at::Tensor full_masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,
+                              const MaskArgs& args) {
+  Masked m = masked_weight(op, weight, scores, args);
+  if (m.multiplier.defined()) m.weight.mul_(m.multiplier);
+  return m.weight;
 }
 
 MaskGrads mask_backward(const char* op, at::Tensor& grad, const at::Tensor& weight,
@@ -131,19 +159,27 @@ MaskGrads mask_backward(const char* op, at::Tensor& grad, const at::Tensor& weig
               "sparseprune::", op, ": internal error: bad gradient buffer");
   const at::Tensor w = weight.contiguous(), s = scores.contiguous();
   MaskGrads out;
-  AslpParams p = aslp_params(w, s, args);
+  if (need_weight) out.weight = at::empty_like(w, at::MemoryFormat::Contiguous);
+  if (need_scores) out.scores = at::empty_like(s, at::MemoryFormat::Contiguous);
+  void* masked = masked_into_grad ? grad.data_ptr() : nullptr;
+  if (!is_stochastic(args)) {
+    topk_backward(op, grad, w, s, args.density, out.weight, out.scores, masked);
+    return out;
+  }
+  StochasticParams p = stochastic_params(w, s, args);
   p.grad = grad.data_ptr();
-  if (need_weight) {
-    out.weight = at::empty_like(w, at::MemoryFormat::Contiguous);
-    p.grad_weight = out.weight.data_ptr();
+  p.grad_weight = need_weight ? out.weight.data_ptr() : nullptr;
+  p.grad_scores = need_scores ? out.scores.data_ptr() : nullptr;
+  p.masked = masked;
+  if (uses_dwr(args)) {
+    // Pass 1's packed slopes go to the score gradient itself when it is float32.
+    const bool reuse = need_scores && s.scalar_type() == at::kFloat;
+    dwr_backward(op, p, w.device(),
+                 reuse ? out.scores : at::empty(w.sizes(), w.options().dtype(at::kFloat)));
+    return out;
   }
-  if (need_scores) {
-    out.scores = at::empty_like(s, at::MemoryFormat::Contiguous);
-    p.grad_scores = out.scores.data_ptr();
-  }
-  if (masked_into_grad) p.masked = grad.data_ptr();
   if (need_scale) out.scale = at::empty_like(*args.scale);
-  run_backward(op, p, w.device(), need_scale ? &out.scale : nullptr);
+  stochastic_backward(op, p, w.device(), need_scale ? &out.scale : nullptr);
   return out;
 }
 

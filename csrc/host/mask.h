@@ -1,5 +1,5 @@
-// The fused per-weight mask work, device-routed: one kernel pass forward, one backward. Every op
-// that masks a weight (aslp_weight, masked_linear, masked_conv2d) goes through here.
+// The fused per-weight mask work, device-routed: forward and backward passes of every mask method.
+// Every op that masks a weight (masked_weight, masked_linear, masked_conv2d) goes through here.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -11,27 +11,39 @@ namespace host {
 
 // What every masking op takes besides the weight and its scores.
 struct MaskArgs {
-  std::string method;  // "aslp"
+  std::string method;   // "aslp", "supermask", "edge_popup"
+  std::string rescale;  // "none", "smart" (scale given), "dwr" (stochastic methods only)
   std::optional<at::Tensor> scale;
-  double temperature;
-  at::Tensor rng;  // CPU int64 [seed, offset]
+  double temperature;   // ASLP
+  double density;       // Edge-Popup: the fraction of weights kept
+  at::Tensor rng;       // CPU int64 [seed, offset] (stochastic methods)
 };
 
-// Validates weight, scores and args for `op` (shapes, dtypes, devices, method, temperature).
+// Validates weight, scores and args for `op` (shapes, dtypes, devices, method, options).
 void check_mask_args(const char* op, const at::Tensor& weight, const at::Tensor& scores,
                      const MaskArgs& args);
 
-// The masked weight: contiguous, with the weight's shape and dtype.
-at::Tensor masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,
-                         const MaskArgs& args);
+// The masked weight (contiguous, the weight's shape and dtype) and, with DWR, the multiplier
+// r = N / max(M, 1) it still has to be multiplied by (a 0-dim float tensor on its device), so
+// that a caller may apply r to whichever of weight and output is smaller.
+struct Masked {
+  at::Tensor weight;
+  at::Tensor multiplier;  // undefined without DWR
+};
+Masked masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,
+                     const MaskArgs& args);
+
+// The masked weight with any DWR multiplier applied.
+at::Tensor full_masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,
+                              const MaskArgs& args);
 
 struct MaskGrads {
   at::Tensor weight, scores, scale;  // undefined unless requested
 };
 
-// From grad = dLoss/d(masked weight) (contiguous, weight's shape and dtype) computes the requested
-// gradients in one pass. With masked_into_grad, that same pass overwrites `grad` with the masked
-// weight, so a caller that needs both holds one weight-sized buffer instead of two.
+// From grad = dLoss/d(masked weight) (contiguous, weight's shape and dtype, the multiplier
+// included) computes the requested gradients. With masked_into_grad the same pass overwrites
+// `grad` with the (full) masked weight, so a caller needing both holds one weight-sized buffer.
 MaskGrads mask_backward(const char* op, at::Tensor& grad, const at::Tensor& weight,
                         const at::Tensor& scores, const MaskArgs& args, bool need_weight,
                         bool need_scores, bool need_scale, bool masked_into_grad);

@@ -53,14 +53,22 @@ at::Tensor check_conv(const char* op, const at::Tensor& input, const at::Tensor&
 at::Tensor masked_conv2d(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                         int64_t groups, std::string method, double temperature, const at::Tensor& rng) {
+                         int64_t groups, std::string method, std::string rescale,
+                         double temperature, double density, const at::Tensor& rng) {
   const char* op = "masked_conv2d";
-  const MaskArgs args{std::move(method), scale, temperature, rng};
+  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
   check_mask_args(op, weight, scores, args);
   const at::Tensor batch =
       check_conv(op, input, weight, bias, stride, padding, dilation, groups);
-  at::Tensor out = at::convolution(batch, masked_weight(op, weight, scores, args), bias, stride,
-                                   padding, dilation, false, {0, 0}, groups);
+  Masked m = masked_weight(op, weight, scores, args);
+  at::Tensor out;
+  if (!m.multiplier.defined()) {
+    out = at::convolution(batch, m.weight, bias, stride, padding, dilation, false, {0, 0}, groups);
+  } else {
+    // DWR's r: on the weight (the output of a convolution is usually the larger of the two).
+    out = at::convolution(batch, m.weight.mul_(m.multiplier), bias, stride, padding, dilation,
+                          false, {0, 0}, groups);
+  }
   return input.dim() == 3 ? out.squeeze(0) : out;
 }
 
@@ -68,9 +76,11 @@ Grads5 masked_conv2d_backward(const at::Tensor& grad_output, const at::Tensor& i
                               const at::Tensor& weight, const at::Tensor& scores,
                               const OptTensor& scale, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                              std::string method, double temperature, const at::Tensor& rng, std::array<bool, 5> output_mask) {
+                              std::string method, std::string rescale, double temperature,
+                              double density, const at::Tensor& rng,
+                              std::array<bool, 5> output_mask) {
   const char* op = "masked_conv2d_backward";
-  const MaskArgs args{std::move(method), scale, temperature, rng};
+  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
   check_mask_args(op, weight, scores, args);
   const at::Tensor batch =
       check_conv(op, input, weight, std::nullopt, stride, padding, dilation, groups);
@@ -97,7 +107,7 @@ Grads5 masked_conv2d_backward(const at::Tensor& grad_output, const at::Tensor& i
     }
   }
   if (need_input) {
-    if (!need_mask_grads) buffer = masked_weight(op, weight, scores, args);
+    if (!need_mask_grads) buffer = full_masked_weight(op, weight, scores, args);
     grad_input = std::get<0>(conv_backward(buffer, {true, false, false}));
     if (input.dim() == 3) grad_input = grad_input.squeeze(0);
   }

@@ -1,4 +1,6 @@
 // sparseprune::masked_linear: F.linear with the masked weight, which exists only as a transient.
+#include <algorithm>
+
 #include "check.h"
 #include "mask.h"
 #include "ops.h"
@@ -32,20 +34,28 @@ void check_linear(const char* op, const at::Tensor& input, const at::Tensor& wei
 
 at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
-                         std::string method, double temperature, const at::Tensor& rng) {
+                         std::string method, std::string rescale, double temperature,
+                         double density, const at::Tensor& rng) {
   const char* op = "masked_linear";
-  const MaskArgs args{std::move(method), scale, temperature, rng};
+  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
   check_mask_args(op, weight, scores, args);
   check_linear(op, input, weight, bias);
-  return at::linear(input, masked_weight(op, weight, scores, args), bias);
+  Masked m = masked_weight(op, weight, scores, args);
+  if (!m.multiplier.defined()) return at::linear(input, m.weight, bias);
+  // DWR's r scales whichever of weight and output is smaller.
+  const int64_t out_numel = input.numel() / std::max<int64_t>(weight.size(1), 1) * weight.size(0);
+  if (weight.numel() <= out_numel) return at::linear(input, m.weight.mul_(m.multiplier), bias);
+  at::Tensor out = at::linear(input, m.weight).mul_(m.multiplier);
+  return bias.has_value() ? out.add_(*bias) : out;
 }
 
 Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& input,
                               const at::Tensor& weight, const at::Tensor& scores,
-                              const OptTensor& scale, std::string method, double temperature,
-                              const at::Tensor& rng, std::array<bool, 5> output_mask) {
+                              const OptTensor& scale, std::string method, std::string rescale,
+                              double temperature, double density, const at::Tensor& rng,
+                              std::array<bool, 5> output_mask) {
   const char* op = "masked_linear_backward";
-  const MaskArgs args{std::move(method), scale, temperature, rng};
+  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
   check_mask_args(op, weight, scores, args);
   check_linear(op, input, weight, std::nullopt);
   const auto [need_input, need_weight, need_scores, need_bias, need_scale_arg] = output_mask;
@@ -61,7 +71,7 @@ Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& i
     grads = mask_backward(op, buffer, weight, scores, args, need_weight, need_scores, need_scale,
                           /*masked_into_grad=*/need_input);
   } else if (need_input) {
-    buffer = masked_weight(op, weight, scores, args);
+    buffer = full_masked_weight(op, weight, scores, args);
   }
   if (need_input) grad_input = at::mm(go, buffer).view(input.sizes());
   if (need_bias) grad_bias = go.sum(0);

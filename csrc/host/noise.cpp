@@ -1,11 +1,6 @@
 // sparseprune::philox_bits / logistic_noise: the raw random stream the masks are built from.
-#include "../cpu/dispatch.h"
 #include "ops.h"
-
-#include <ATen/Parallel.h>
-#ifdef SP_WITH_CUDA
-#include "../cuda/launch.h"
-#endif
+#include "run.h"
 
 namespace sparseprune {
 namespace host {
@@ -24,18 +19,7 @@ at::Tensor generate(const char* op, int64_t numel, int64_t seed, int64_t offset,
   p.offset = static_cast<uint64_t>(offset);
   p.kind = kind;
   p.out = out.data_ptr();
-  if (numel == 0) return out;
-  if (device.is_cuda()) {
-#ifdef SP_WITH_CUDA
-    cuda::noise(p, device.index());
-    return out;
-#else
-    TORCH_CHECK(false, "sparseprune::", op, ": this build has no CUDA kernels");
-#endif
-  }
-  const cpu::KernelTable& k = cpu::kernels();
-  at::parallel_for(0, num_tiles(numel), 8,
-                   [&](int64_t begin, int64_t end) { k.noise(p, begin, end); });
+  run_tiles(op, device, p, &cpu::KernelTable::noise, SP_CUDA_FN(noise));
   return out;
 }
 

@@ -15,31 +15,41 @@ using OptTensor = std::optional<at::Tensor>;
 using Grads3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using Grads5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-at::Tensor aslp_weight(const at::Tensor& weight, const at::Tensor& scores, const OptTensor& scale,
-                       double temperature, const at::Tensor& rng);
+// The masking ops share their mask arguments: scale (Smart Rescale), method ("aslp",
+// "supermask", "edge_popup"), rescale ("none", "smart", "dwr"), temperature (ASLP), density
+// (Edge-Popup: fraction kept) and rng (CPU int64 [seed, offset]).
+at::Tensor masked_weight(const at::Tensor& weight, const at::Tensor& scores,
+                         const OptTensor& scale, std::string method, std::string rescale,
+                         double temperature, double density, const at::Tensor& rng);
 // -> (grad_weight, grad_scores, grad_scale), each undefined unless output_mask asks for it.
-Grads3 aslp_weight_backward(const at::Tensor& grad, const at::Tensor& weight,
-                            const at::Tensor& scores, const OptTensor& scale, double temperature,
-                            const at::Tensor& rng, std::array<bool, 3> output_mask);
+Grads3 masked_weight_backward(const at::Tensor& grad, const at::Tensor& weight,
+                              const at::Tensor& scores, const OptTensor& scale, std::string method,
+                              std::string rescale, double temperature, double density,
+                              const at::Tensor& rng, std::array<bool, 3> output_mask);
 
 at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
-                         std::string method, double temperature, const at::Tensor& rng);
+                         std::string method, std::string rescale, double temperature,
+                         double density, const at::Tensor& rng);
 // -> (grad_input, grad_weight, grad_scores, grad_bias, grad_scale)
 Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& input,
                               const at::Tensor& weight, const at::Tensor& scores,
-                              const OptTensor& scale, std::string method, double temperature,
-                              const at::Tensor& rng, std::array<bool, 5> output_mask);
+                              const OptTensor& scale, std::string method, std::string rescale,
+                              double temperature, double density, const at::Tensor& rng,
+                              std::array<bool, 5> output_mask);
 
 at::Tensor masked_conv2d(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                         int64_t groups, std::string method, double temperature, const at::Tensor& rng);
+                         int64_t groups, std::string method, std::string rescale,
+                         double temperature, double density, const at::Tensor& rng);
 Grads5 masked_conv2d_backward(const at::Tensor& grad_output, const at::Tensor& input,
                               const at::Tensor& weight, const at::Tensor& scores,
                               const OptTensor& scale, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                              std::string method, double temperature, const at::Tensor& rng, std::array<bool, 5> output_mask);
+                              std::string method, std::string rescale, double temperature,
+                              double density, const at::Tensor& rng,
+                              std::array<bool, 5> output_mask);
 
 at::Tensor philox_bits(int64_t numel, int64_t seed, int64_t offset, at::Device device);
 at::Tensor logistic_noise(int64_t numel, int64_t seed, int64_t offset, at::Device device);

@@ -6,8 +6,8 @@ namespace sparseprune {
 namespace host {
 
 void register_device_impls(torch::Library& m) {
-  m.impl("aslp_weight", &aslp_weight);
-  m.impl("aslp_weight_backward", &aslp_weight_backward);
+  m.impl("masked_weight", &masked_weight);
+  m.impl("masked_weight_backward", &masked_weight_backward);
   m.impl("masked_linear", &masked_linear);
   m.impl("masked_linear_backward", &masked_linear_backward);
   m.impl("masked_conv2d", &masked_conv2d);

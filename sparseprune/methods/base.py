@@ -44,8 +44,9 @@ class MaskMethod(ABC):
     def final_mask(self, layer: "MaskedLayer") -> Tensor:
         """The deterministic boolean mask this layer ends with (the weight's shape)."""
 
-    def final_scale(self, layer: "MaskedLayer") -> Tensor | float:
-        """A factor folded into the kept weights by :func:`sparseprune.finalize` (default 1)."""
+    def final_scale(self, layer: "MaskedLayer", mask: Tensor) -> Tensor | float:
+        """A factor folded into the kept weights of ``mask`` by :func:`sparseprune.finalize`
+        (default 1)."""
         return 1.0
 
     def ranking_scores(self, layer: "MaskedLayer") -> Tensor:
@@ -56,7 +57,7 @@ class MaskMethod(ABC):
     def final_weight(self, layer: "MaskedLayer", mask: Tensor | None = None) -> Tensor:
         """The weight the finalized layer carries: kept weights times :meth:`final_scale`, 0 elsewhere."""
         mask = self.final_mask(layer) if mask is None else mask
-        scale = self.final_scale(layer)
+        scale = self.final_scale(layer, mask)
         kept = layer.weight * scale if isinstance(scale, Tensor) or scale != 1.0 else layer.weight
         return torch.where(mask, kept.to(layer.weight.dtype), torch.zeros_like(layer.weight))
 

@@ -41,7 +41,7 @@ def step_times(model: nn.Module, dense: nn.Module, x: Tensor, y: Tensor, *,
     fused_opt = torch.optim.SGD([{"params": ps, "lr": lrs.get(n, 0.1)} for n, ps in groups.items()],
                                 momentum=0.9)
     paper = reference.seed_paper_copy(model).train()
-    layers = [m for m in paper.modules() if isinstance(m, reference.GumbelSoftmaxLayer)]
+    layers = [m for m in paper.modules() if isinstance(m, reference.SeedPaperLayer)]
     paper_groups = {"scores": [m.scores for m in layers],
                     "scale": [m.scale for m in layers if m.scale is not None]}
     paper_opt = torch.optim.SGD([{"params": ps, "lr": lrs.get(n, 0.1)}

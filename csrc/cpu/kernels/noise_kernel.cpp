@@ -16,7 +16,7 @@ void logistic_group(float* out, int n, const uint32_t* bits) {
 
 }  // namespace
 
-void noise(const NoiseParams& p, int64_t tile_begin, int64_t tile_end) {
+void run_noise(const NoiseParams& p, int64_t tile_begin, int64_t tile_end) {
   alignas(64) uint32_t bits[kChunk];
   const ChunkGenerator philox(p.seed, p.offset);
   const int64_t end = tile_end * kTileElems < p.numel ? tile_end * kTileElems : p.numel;

@@ -33,6 +33,7 @@ struct IO<float> {
   template <class T>
   static float load(const T* p) { return static_cast<float>(load_lane(p)); }
   static uint32_t load_bits(const uint32_t* p) { return *p; }
+  static void store_bits(uint32_t* p, uint32_t v) { *p = v; }
   template <class T>
   static void store(T* p, float v) { store_lane(p, v); }
 };
@@ -62,6 +63,10 @@ struct IO<Multi<T, N>> {
     SP_UNROLL for (int k = 0; k < N; ++k) r.part[k] = IO<T>::load_bits(p + k * kPart);
     return r;
   }
+  template <class U>
+  static void store_bits(uint32_t* p, const Multi<U, N>& v) {
+    SP_UNROLL for (int k = 0; k < N; ++k) IO<T>::store_bits(p + k * kPart, v.part[k]);
+  }
   template <class S>
   static void store(S* p, const Multi<T, N>& v) {
     SP_UNROLL for (int k = 0; k < N; ++k) IO<T>::store(p + k * kPart, v.part[k]);
@@ -72,6 +77,16 @@ struct IO<Multi<T, N>> {
 template <class ST, class WT>
 using LaneFor = std::conditional_t<std::is_same<ST, double>::value || std::is_same<WT, double>::value,
                                    float, Vec>;
+
+// Typed views of the Params' void pointers at element `first` (null stays null).
+template <class T>
+const T* in(const void* p, int64_t first) {
+  return static_cast<const T*>(p) + first;
+}
+template <class T>
+T* out(void* p, int64_t first) {
+  return p ? static_cast<T*>(p) + first : nullptr;
+}
 
 // Weight math runs in double for float64 weights (scalar path only), else in the score lane type.
 template <class F, class WT>

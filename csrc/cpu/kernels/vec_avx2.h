@@ -39,6 +39,10 @@ inline VF fmadd(VF a, VF b, VF c) { return VF(_mm256_fmadd_ps(a.v, b.v, c.v)); }
 inline VM operator<(VF a, VF b) { return VM{_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
 inline VM operator>(VF a, VF b) { return VM{_mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ)}; }
 inline VM operator|(VM a, VM b) { return VM{_mm256_or_ps(a.m, b.m)}; }
+inline VM operator==(VF a, VF b) { return VM{_mm256_cmp_ps(a.v, b.v, _CMP_EQ_OQ)}; }
+inline VM operator==(VU a, VU b) { return VM{_mm256_castsi256_ps(_mm256_cmpeq_epi32(a.v, b.v))}; }
+// Signed comparison: the kernels compare values below 2^31 only.
+inline VM operator>(VU a, VU b) { return VM{_mm256_castsi256_ps(_mm256_cmpgt_epi32(a.v, b.v))}; }
 
 inline VU operator+(VU a, VU b) { return VU(_mm256_add_epi32(a.v, b.v)); }
 inline VU operator-(VU a, VU b) { return VU(_mm256_sub_epi32(a.v, b.v)); }
@@ -81,6 +85,9 @@ struct VecIO {
   }
   static VU load_bits(const uint32_t* p) {
     return VU(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static void store_bits(uint32_t* p, VU v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v.v);
   }
   static void store(float* p, VF v) { _mm256_storeu_ps(p, v.v); }
   static void store(BF16* p, VF v) {

@@ -39,6 +39,10 @@ inline VF fmadd(VF a, VF b, VF c) { return VF(_mm512_fmadd_ps(a.v, b.v, c.v)); }
 inline VM operator<(VF a, VF b) { return VM{_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
 inline VM operator>(VF a, VF b) { return VM{_mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ)}; }
 inline VM operator|(VM a, VM b) { return VM{static_cast<__mmask16>(a.m | b.m)}; }
+inline VM operator==(VF a, VF b) { return VM{_mm512_cmp_ps_mask(a.v, b.v, _CMP_EQ_OQ)}; }
+inline VM operator==(VU a, VU b) { return VM{_mm512_cmpeq_epi32_mask(a.v, b.v)}; }
+// Signed comparison: the kernels compare values below 2^31 only.
+inline VM operator>(VU a, VU b) { return VM{_mm512_cmpgt_epi32_mask(a.v, b.v)}; }
 
 inline VU operator+(VU a, VU b) { return VU(_mm512_add_epi32(a.v, b.v)); }
 inline VU operator-(VU a, VU b) { return VU(_mm512_sub_epi32(a.v, b.v)); }
@@ -80,6 +84,7 @@ struct VecIO {
     return VF(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
   }
   static VU load_bits(const uint32_t* p) { return VU(_mm512_loadu_si512(p)); }
+  static void store_bits(uint32_t* p, VU v) { _mm512_storeu_si512(p, v.v); }
   static void store(float* p, VF v) { _mm512_storeu_ps(p, v.v); }
   static void store(BF16* p, VF v) {
     // Round to nearest even on the bit pattern, NaN to the canonical quiet NaN (as c10::BFloat16).

@@ -14,6 +14,12 @@ SP_HD F neg_abs(F x) {
   return bits_float(float_bits(x) | U(0x80000000u));
 }
 
+template <class F>
+SP_HD F abs_value(F x) {
+  using U = typename Lanes<F>::U;
+  return bits_float(float_bits(x) & U(0x7FFFFFFFu));
+}
+
 // Natural log of a positive, finite, normal float (here: uniforms in [2^-24, 1 - 2^-24]).
 template <class F>
 SP_HD F log_positive(F x) {

@@ -2,6 +2,7 @@
 // Pointers are device pointers of the op's device; nullptr means "not requested".
 #pragma once
 #include "dtypes.h"
+#include "ste.h"
 
 SP_NAMESPACE_BEGIN
 
@@ -11,10 +12,11 @@ constexpr int64_t kTileElems = 4096;
 
 SP_HD int64_t num_tiles(int64_t numel) { return (numel + kTileElems - 1) / kTileElems; }
 
-// One ASLP mask pass over a weight-shaped tensor (element i in row-major order takes Philox
-// element i of (seed, offset), see philox.h).
-struct AslpParams {
+// One pass of a stochastic mask (ASLP or Supermask) over a weight-shaped tensor: element i in
+// row-major order takes Philox element i of (seed, offset), see philox.h.
+struct StochasticParams {
   int64_t numel = 0;
+  Stochastic rule = Stochastic::kAslp;
   uint64_t seed = 0;
   uint64_t offset = 0;
   float inv_temperature = 1.0f;
@@ -24,17 +26,48 @@ struct AslpParams {
   const void* scores = nullptr;
   const void* weight = nullptr;
 
-  // Forward writes the masked weight here. Backward writes it here too when set: backward may
-  // alias it with `grad`, turning the gradient buffer into the masked weight in the same pass.
+  // The masked weight (forward; backward when set, possibly aliasing `grad`: every pass reads an
+  // element before it writes it).
   void* masked = nullptr;
 
-  // Backward only.
-  const void* grad = nullptr;         // dLoss/d(masked weight), weight dtype
-  void* grad_scores = nullptr;        // score dtype
-  void* grad_weight = nullptr;        // weight dtype
-  double* scale_partials = nullptr;   // num_tiles(numel) partial sums of g * w * z
-  float* grad_scale = nullptr;        // CUDA: the reduced sum; CPU: reduced by the host
+  const void* grad = nullptr;   // dLoss/d(masked weight), weight dtype
+  void* grad_scores = nullptr;  // score dtype
+  void* grad_weight = nullptr;  // weight dtype
+
+  // Per-tile partial sums, in tile order: the forward's kept count (DWR), the backward's
+  // sum of g * w * z (Smart Rescale), or DWR pass 1's pair (sum of w * z * g, kept count).
+  double* partials = nullptr;
+  float* grad_scale = nullptr;  // CUDA: the reduced Smart Rescale gradient
+
+  // DWR passes (see ste.h): pass 1 writes the packed slopes, pass 2 reads them and [r, c].
+  float* slopes = nullptr;
+  const double* dwr_factors = nullptr;  // [r, c]
 };
+
+// Edge-Popup: keep the elements whose magnitude key (ste.h) is above `threshold`, and of those
+// equal to it the first `tie_quota[t]` in tile t (all of them when tie_quota is null).
+struct TopkParams {
+  int64_t numel = 0;
+  DType score_dtype = DType::kFloat32;
+  DType weight_dtype = DType::kFloat32;
+  const void* scores = nullptr;
+  const void* weight = nullptr;
+  uint32_t threshold = 0;
+  const int64_t* tie_quota = nullptr;
+  void* masked = nullptr;
+  const void* grad = nullptr;
+  void* grad_scores = nullptr;
+  void* grad_weight = nullptr;
+};
+
+// One radix-select step: count the keys whose bits above `shift + 11` equal `prefix`, by the
+// 11-bit digit at `shift` (2048 bins; `prefix_shift` = shift + 11, 32 meaning no prefix).
+struct DigitHistogram {
+  int32_t shift = 0;
+  int32_t prefix_shift = 32;
+  uint32_t prefix = 0;
+};
+constexpr int kHistogramBins = 2048;
 
 enum class NoiseKind : int32_t { kBits = 0, kLogistic = 1 };
 

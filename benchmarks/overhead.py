@@ -1,0 +1,106 @@
+"""What does the mask cost per step? (targets T4, T5, T6 of docs/PERFORMANCE.md)
+
+Per layer: forward + backward of each method's mask work, fused vs the seed papers' code path
+(sparseprune.reference) and vs the memory-bandwidth floor. Per training step of Conv2/4/6
+(32x32x3, batch 256): the extra time over the same network with plain dense layers, Smart Rescale
+vs DWR, in seconds per epoch of CIFAR-10 size (50 000 images), the unit of the seed's claim
+(SR 0.13 s vs DWR 0.2 s).
+
+Run alone: ``python benchmarks/overhead.py`` (run.py calls it for `make bench`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import cases
+import common
+
+LAYERS = {  # name -> weight shape; the Conv2/4/6 shapes are those of 32x32x3 inputs
+    "fc 4096x4096": (4096, 4096),
+    "Conv2 fc1 256x16384": (256, 16384),
+    "Conv4 fc1 256x8192": (256, 8192),
+    "conv 256x256x3x3": (256, 256, 3, 3),
+    "conv 64x64x3x3": (64, 64, 3, 3),
+}
+# The seed papers' code exists for these configurations (reference.py).
+REFERENCE = ("ASLP", "ASLP+SR", "Supermask", "Supermask+DWR", "Edge-Popup")
+STEP_KINDS = ("dense", "ASLP+SR", "Supermask+DWR", "ASLP")
+EPOCH_IMAGES, STEP_BATCH = 50_000, 256
+
+
+def per_layer(bytes_per_second: float, repeat: int) -> dict:
+    rows = {}
+    for layer, shape in LAYERS.items():
+        numel = 1
+        for d in shape:
+            numel *= d
+        floor = common.mask_floor_seconds(numel, bytes_per_second)
+        for name in cases.MASKS:
+            fused = common.median_time(cases.mask_fused(shape, name), repeat=repeat, warmup=1)
+            row = {"fused_s": fused, "floor_ratio": fused / floor}
+            if name in REFERENCE:
+                ref = common.median_time(cases.mask_reference(shape, name), repeat=3, warmup=1)
+                row.update(reference_s=ref, speedup=ref / fused)
+            rows[f"{layer} | {name}"] = row
+    return rows
+
+
+def topk(repeat: int) -> dict:
+    shape = LAYERS["fc 4096x4096"]
+    fused = common.median_time(cases.topk_fused(shape), repeat=repeat, warmup=1)
+    kth = common.median_time(cases.topk_kthvalue(shape), repeat=3, warmup=1)
+    return {"fused_forward_s": fused, "kthvalue_s": kth, "speedup": kth / fused}
+
+
+def per_step(repeat: int) -> dict:
+    out = {}
+    for net in ("conv2", "conv4", "conv6"):
+        times = {kind: common.median_time(cases.conv_step(kind, net, STEP_BATCH), repeat=repeat,
+                                          warmup=1)
+                 for kind in STEP_KINDS}
+        steps_per_epoch = EPOCH_IMAGES / STEP_BATCH
+        out[net] = {kind: {"step_s": t, "extra_s_per_epoch": (t - times["dense"]) * steps_per_epoch}
+                    for kind, t in times.items()}
+    return out
+
+
+def run(repeat: int = 5) -> dict:
+    bytes_per_second = common.bandwidth()
+    return {"bandwidth_GBps": bytes_per_second / 1e9,
+            "per_layer": per_layer(bytes_per_second, repeat),
+            "topk_4096": topk(repeat),
+            "per_step": per_step(max(2, repeat // 2))}
+
+
+def markdown(r: dict, isa: str) -> str:
+    lines = [f"Mask work per layer, forward + backward ({isa}, bandwidth "
+             f"{r['bandwidth_GBps']:.1f} GB/s):", "",
+             "| layer | method | fused (ms) | / floor | paper code (ms) | speed-up |",
+             "|---|---|---|---|---|---|"]
+    for key, v in r["per_layer"].items():
+        layer, name = key.split(" | ")
+        ref = f"{v['reference_s'] * 1e3:.1f} | {v['speedup']:.0f}×" if "reference_s" in v else "— | —"
+        lines.append(f"| {layer} | {name} | {v['fused_s'] * 1e3:.2f} | {v['floor_ratio']:.2f}× | {ref} |")
+    t = r["topk_4096"]
+    lines += ["", f"Edge-Popup selection, 4096² at density 0.5: fused forward (radix select + masked "
+              f"weight) {t['fused_forward_s'] * 1e3:.1f} ms vs `torch.kthvalue` alone "
+              f"{t['kthvalue_s'] * 1e3:.1f} ms: {t['speedup']:.1f}× faster.", "",
+              f"Extra time over dense layers per CIFAR-10-sized epoch (50 000 images of 32x32x3, "
+              f"batch {STEP_BATCH}), in seconds:", "",
+              "| net | dense step (ms) | ASLP+SR | Supermask+DWR | ASLP (no rescale) |",
+              "|---|---|---|---|---|"]
+    for net, v in r["per_step"].items():
+        lines.append(f"| {net} | {v['dense']['step_s'] * 1e3:.0f} | "
+                     f"{v['ASLP+SR']['extra_s_per_epoch']:.2f} s | "
+                     f"{v['Supermask+DWR']['extra_s_per_epoch']:.2f} s | "
+                     f"{v['ASLP']['extra_s_per_epoch']:.2f} s |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sparseprune as sp
+    result = run(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    print(json.dumps(result, indent=2))
+    print(markdown(result, sp.cpu_isa()))

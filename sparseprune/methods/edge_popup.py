@@ -1,0 +1,75 @@
+"""Edge-Popup (Ramanujan et al., CVPR 2020): keep the top-k |scores| of each layer.
+Formulas and defaults: docs/METHODS.md 3."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from torch import Tensor
+
+from .. import _args
+from ..select import top_k_masks
+from .base import MaskMethod, register
+from .init import init_weight_, kaiming_uniform_scores
+from .stochastic import SCORE_DTYPES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..nn.masked import MaskedLayer
+
+
+@register
+class EdgePopup(MaskMethod):
+    """One real score per weight; the layer keeps exactly ``round(density * numel)`` weights with
+    the largest ``|scores|`` (ties in index order), the gradient ``sign(scores) * w * g`` passes
+    straight through the selection. Deterministic: training, eval and the final mask agree.
+
+    Options:
+        density: fraction of the layer's weights kept (hidden-networks' ``prune_rate``).
+        weight_init: ``None`` (keep the weights), ``"kaiming_normal"`` or ``"signed_constant"``
+            (the Signed Kaiming Constant ``sign(w) * sqrt(2 / fan_in)``).
+        scale_fan: with the signed constant, use ``fan_in * density`` (hidden-networks).
+        train_weights: leave the weights and bias trainable (the paper freezes them).
+        scores_dtype: dtype of the scores (default: the weight's).
+
+    Scores start at ``kaiming_uniform_(a=sqrt(5))``.
+    """
+
+    name = "edge_popup"
+
+    def __init__(self, density: float = 0.5, weight_init: Optional[str] = None,
+                 scale_fan: bool = False, train_weights: bool = False,
+                 scores_dtype: Optional[torch.dtype] = None):
+        self.density = _args.density(density)
+        if weight_init not in (None, "kaiming_normal", "signed_constant"):
+            raise ValueError("weight_init must be one of (None, 'kaiming_normal', "
+                             f"'signed_constant'), got {weight_init!r}")
+        if scale_fan and weight_init != "signed_constant":
+            raise ValueError("scale_fan applies to weight_init='signed_constant', got "
+                             f"weight_init={weight_init!r}")
+        if scores_dtype not in SCORE_DTYPES:
+            raise ValueError(f"scores_dtype must be a floating dtype or None, got {scores_dtype!r}")
+        self.weight_init = weight_init
+        self.scale_fan = bool(scale_fan)
+        self.train_weights = bool(train_weights)
+        self.scores_dtype = scores_dtype
+
+    def attach(self, layer: "MaskedLayer") -> None:
+        if layer.weight.numel() == 0:
+            raise ValueError(f"edge_popup needs a layer with weights to select from, got weight of "
+                             f"shape {tuple(layer.weight.shape)}")
+        init_weight_(layer.weight, self.weight_init, self.density if self.scale_fan else 1.0)
+        layer.scores = torch.nn.Parameter(kaiming_uniform_scores(layer.weight, self.scores_dtype))
+        layer.weight.requires_grad_(self.train_weights)
+        if layer.bias is not None:
+            layer.bias.requires_grad_(self.train_weights)
+
+    def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
+        return layer.fused(input, "edge_popup", density=self.density)
+
+    def final_mask(self, layer: "MaskedLayer") -> Tensor:
+        scores = self.ranking_scores(layer)
+        return top_k_masks([scores], round(self.density * scores.numel()))[0]
+
+    def ranking_scores(self, layer: "MaskedLayer") -> Tensor:
+        return layer.scores.detach().abs()

@@ -1,0 +1,137 @@
+"""ASLP and Supermask: a learned logit per weight, a fresh stochastic mask every forward, a
+straight-through gradient, optional Smart Rescale or DWR. Formulas: docs/METHODS.md 1-2."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from torch import Tensor
+
+from .. import _args
+from .base import MaskMethod, register
+from .init import signed_std_
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..nn.masked import MaskedLayer
+
+RESCALES = (None, "smart", "dwr")
+SCORE_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+class StochasticMethod(MaskMethod):
+    """What ASLP and Supermask share; see their docstrings for the options."""
+
+    parameter_names = ("scores", "scale")
+
+    def __init__(self, rescale: Optional[str] = None, signed_constant: bool = False,
+                 init_logit: float = 0.0, train_weights: bool = False,
+                 sample_in_eval: bool = False, scores_dtype: Optional[torch.dtype] = None):
+        if rescale not in RESCALES:
+            raise ValueError(f"rescale must be one of {RESCALES}, got {rescale!r}")
+        if isinstance(init_logit, bool) or not isinstance(init_logit, (int, float)) \
+                or not math.isfinite(init_logit):
+            raise ValueError(f"init_logit must be a finite number, got {init_logit!r}")
+        if scores_dtype not in SCORE_DTYPES:
+            raise ValueError(f"scores_dtype must be a floating dtype or None, got {scores_dtype!r}")
+        self.rescale = rescale
+        self.signed_constant = bool(signed_constant)
+        self.init_logit = float(init_logit)
+        self.train_weights = bool(train_weights)
+        self.sample_in_eval = bool(sample_in_eval)
+        self.scores_dtype = scores_dtype
+
+    def attach(self, layer: "MaskedLayer") -> None:
+        weight = layer.weight
+        if self.signed_constant:
+            signed_std_(weight)
+        dtype = self.scores_dtype or weight.dtype
+        layer.scores = torch.nn.Parameter(torch.full_like(weight, self.init_logit, dtype=dtype))
+        if self.rescale == "smart":
+            layer.scale = torch.nn.Parameter(torch.ones(1, device=weight.device))
+        else:
+            layer.register_parameter("scale", None)
+        weight.requires_grad_(self.train_weights)
+        if layer.bias is not None:
+            layer.bias.requires_grad_(self.train_weights)
+
+    def _fused_options(self) -> dict:
+        return {}
+
+    def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
+        if layer.training or self.sample_in_eval:
+            return layer.fused(input, self.name, scale=layer.scale, rescale=self.rescale,
+                               **self._fused_options())
+        return layer.dense(input, self.final_weight(layer))
+
+    def final_mask(self, layer: "MaskedLayer") -> Tensor:
+        return layer.scores.detach() >= 0  # keep when sigmoid(scores) >= 1/2
+
+    def final_scale(self, layer: "MaskedLayer", mask: Tensor) -> Tensor | float:
+        if self.rescale == "smart":
+            return layer.scale.detach()
+        if self.rescale == "dwr":  # recomputed on the final mask (METHODS 2.5)
+            return mask.numel() / max(int(mask.sum()), 1)
+        return 1.0
+
+
+@register
+class ASLP(StochasticMethod):
+    """ASLP (Dupont et al., ICIP 2022): one learned logit per weight; each forward samples
+    ``z = 1[scores + L > 0]`` with L ~ Logistic(0, 1) (keep probability ``sigmoid(scores)``) and
+    backpropagates through the soft sample ``sigmoid((scores + L) / temperature)``, straight-through.
+
+    Options:
+        temperature: Gumbel-softmax temperature of the soft sample (the hard mask ignores it).
+        rescale: ``"smart"`` adds Smart Rescale, a learned per-layer scalar ``layer.scale``
+            (init 1) multiplying the masked weight; ``"dwr"`` Dynamic Weight Rescaling
+            (``numel / kept``); ``None`` for none.
+        signed_constant: replace the weights by ``sign(w) * std(w)`` (per layer) when attached.
+        init_logit: initial value of every score (0 keeps each weight with probability 1/2).
+        train_weights: leave the weights and bias trainable (the paper freezes them).
+        sample_in_eval: keep sampling masks in eval mode instead of the deterministic final mask.
+        scores_dtype: dtype of the scores (default: the weight's); float32, bfloat16 or float16.
+
+    Final mask: ``scores >= 0``, with the Smart Rescale scalar (or the DWR factor of that mask)
+    folded into the kept weights.
+    """
+
+    name = "aslp"
+
+    def __init__(self, temperature: float = 1.0, rescale: Optional[str] = None,
+                 signed_constant: bool = False, init_logit: float = 0.0,
+                 train_weights: bool = False, sample_in_eval: bool = False,
+                 scores_dtype: Optional[torch.dtype] = None):
+        super().__init__(rescale, signed_constant, init_logit, train_weights, sample_in_eval,
+                         scores_dtype)
+        self.temperature = _args.temperature(temperature)
+
+    def _fused_options(self) -> dict:
+        return {"temperature": self.temperature}
+
+
+@register
+class Supermask(StochasticMethod):
+    """Supermask (Zhou et al., NeurIPS 2019): one learned logit per weight; each forward samples
+    ``b ~ Bernoulli(sigmoid(scores))`` and backpropagates straight-through with the noise-free
+    ``sigmoid'(scores)``.
+
+    Options:
+        rescale: ``"dwr"`` (Dynamic Weight Rescaling: ``numel / sum(b)`` per layer per forward,
+            gradient through the denominator, as the papers' code), ``"smart"`` (a learned scalar)
+            or ``None``.
+        signed_constant: replace the weights by ``sign(w) * std(w)`` (Zhou's signed constant).
+        init_logit, train_weights, sample_in_eval, scores_dtype: as for ASLP. The papers report
+        the mean over sampled masks: evaluate under :func:`sparseprune.sampled_masks`.
+
+    Final mask: ``scores >= 0``, with the DWR factor recomputed on it.
+    """
+
+    name = "supermask"
+
+    def __init__(self, rescale: Optional[str] = None, signed_constant: bool = False,
+                 init_logit: float = 0.0, train_weights: bool = False,
+                 sample_in_eval: bool = False, scores_dtype: Optional[torch.dtype] = None):
+        super().__init__(rescale, signed_constant, init_logit, train_weights, sample_in_eval,
+                         scores_dtype)
