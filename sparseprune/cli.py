@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 PROG = "sparseprune"
 
-TRAIN_FLAGS = ("method", "model", "dataset", "opt", "batch_size", "lr", "group_lr", "density",
+TRAIN_FLAGS = ("method", "model", "dataset", "opt", "batch_size", "steps_per_epoch", "lr", "group_lr", "density",
                "density_scope", "seed", "out", "val_fraction", "augment", "select", "init",
                "data_dir", "download", "threads", "overwrite")
 RESUMABLE = ("epochs", "patience", "max_minutes")
@@ -47,26 +47,70 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+OPTION_PREFIX = "method_option:"  # argparse dest of the flags made from the methods' options
+
+
+def _option_value(text: str):
+    from .runner.config import parse_value
+
+    return parse_value(text)
+
+
+def _method_option_flags(parser: argparse.ArgumentParser, taken: set[str]) -> None:
+    """One flag per option of the registered methods (their constructors' keyword arguments):
+    ``--rescale smart``, ``--temperature 0.5``; booleans as ``--signed-constant`` /
+    ``--no-signed-constant``. Options whose name a runner flag already uses (``density``) are left
+    to that flag; any option is also reachable with ``--opt KEY=VALUE``."""
+    from .runner import methods
+
+    g = parser.add_argument_group(
+        "method options", "Built from the registered methods' keyword arguments (see "
+        "`sparseprune info`); checked by sparseprune.methods.create for the chosen --method.")
+    for name, defaults in methods.option_defaults().items():
+        if name in taken:
+            continue
+        flag = "--" + name.replace("_", "-")
+        where = "; ".join(f"{m} (default {d!r})" for m, d in defaults.items())
+        kw = dict(dest=OPTION_PREFIX + name, default=argparse.SUPPRESS, help=where)
+        if all(isinstance(d, bool) for d in defaults.values()):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            g.add_argument(flag, type=_option_value, metavar=name.upper(), **kw)
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The method options given as their own flags (``--rescale smart`` -> ``{"rescale": "smart"}``)."""
+    return {k[len(OPTION_PREFIX):]: v for k, v in vars(args).items()
+            if k.startswith(OPTION_PREFIX)}
+
+
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a method on a model and dataset",
                        description="Train a sparse subnetwork: live progress per epoch, a "
                        "checkpoint per epoch, final.json, metrics.csv and plots in the run "
                        "directory.")
     g = p.add_argument_group("what to train")
-    g.add_argument("--method", help="pruning method (see `sparseprune info`), e.g. aslp")
+    from .runner import methods
+
+    g.add_argument("--method", help=f"pruning method: {', '.join(sorted(methods.available()))} "
+                   "(see `sparseprune info`)")
     g.add_argument("--model", help="lenet300, lenet5, conv2, conv4, conv6, vgg11, resnet18")
     g.add_argument("--dataset", help="fashion-mnist, mnist, kmnist, cifar10, cifar100, synthetic")
     g.add_argument("--opt", action="append", metavar="KEY=VALUE",
-                   help="method option, repeatable, e.g. --opt rescale=smart --opt "
-                        "temperature=0.5 (validated by sparseprune.methods.create)")
+                   help="method option, repeatable, e.g. --opt rescale=smart; the same as the "
+                        "option's own flag below (--rescale smart)")
     g.add_argument("--density", type=_float,
-                   help="fraction of weights the final subnetwork keeps, in (0, 1]; methods with "
-                        "a density option get it, ASLP's final top-k keeps exactly it")
+                   help="fraction of weights the final subnetwork keeps, in (0, 1]; a method with "
+                        "a density option (edge_popup) trains with it, for the others (aslp, "
+                        "supermask) the final top-k by score keeps exactly it")
     g.add_argument("--density-scope", choices=("global", "local"),
                    help="impose --density over all layers together (default) or per layer")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=_int, help="epochs (default 10)")
     g.add_argument("--batch-size", type=_int, help="batch size (default 256)")
+    g.add_argument("--steps-per-epoch", type=_int, metavar="N",
+                   help="end each epoch after N batches of its own shuffled order (default: a "
+                        "full pass); short epochs for slow models, still exactly resumable")
     g.add_argument("--lr", type=_float, help="learning rate of the method's main parameter "
                    "group (default: the method's, e.g. ASLP 50 on the scores)")
     g.add_argument("--group-lr", action="append", metavar="NAME=LR",
@@ -98,6 +142,7 @@ def _train_parser(sub) -> None:
                    help="continue the run in DIR from its last checkpoint (only --epochs, "
                         "--patience, --max-minutes may change)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _method_option_flags(p, {a.dest for a in p._actions})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +177,10 @@ def _config_from(args: argparse.Namespace):
     if args.data_dir is not None:  # absolute, so that --resume works from any directory
         given["data_dir"] = str(pathlib.Path(args.data_dir).expanduser().absolute())
     given["options"] = parse_pairs(args.opt, "--opt")
+    for key, value in method_options(args).items():
+        if key in given["options"]:
+            raise ConfigError(f"option {key} given twice (--{key.replace('_', '-')} and --opt)")
+        given["options"][key] = value
     given["group_lr"] = parse_pairs(args.group_lr, "--group-lr")
     return RunConfig(**given)
 
@@ -144,6 +193,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         clashing = [f"--{n.replace('_', '-')}" for n in TRAIN_FLAGS
                     if getattr(args, n, None) not in (None, [])]
+        clashing += [f"--{n.replace('_', '-')}" for n in method_options(args)]
         if clashing:
             raise ConfigError(f"--resume takes the configuration from {args.resume}/config.json; "
                               f"drop {', '.join(clashing)} (only --epochs, --patience, "
@@ -178,6 +228,9 @@ def _info() -> int:
         lrs = ", ".join(f"{g} {lr:g}" for g, lr in spec.lrs.items())
         print(f"  {name:<12} {kind:<14} {spec.optimizer} ({lrs}; momentum {spec.momentum:g}, "
               f"wd {spec.weight_decay:g}, schedule {spec.schedule or 'none'}); {spec.source}")
+        opts = [f"{o}={d[name]!r}" for o, d in methods.option_defaults().items() if name in d]
+        if opts:
+            print(f"  {'':<12} options: {', '.join(opts)}")
     print(f"\nmodels: {', '.join(MODELS)}")
     print("\ndatasets:")
     for name, dinfo in D.DATASETS.items():

@@ -80,6 +80,75 @@ def test_train_report_compare(tmp_path, capsys):
     assert plot.stat().st_size > 0
 
 
+@pytest.mark.parametrize("method,flags,options", [
+    ("supermask", ["--rescale", "dwr"], {"rescale": "dwr"}),
+    ("edge_popup", ["--density", "0.3", "--weight-init", "signed_constant"],
+     {"weight_init": "signed_constant"}),
+    ("aslp", ["--signed-constant", "--rescale", "smart", "--temperature", "2"],
+     {"signed_constant": True, "rescale": "smart", "temperature": 2}),
+])
+def test_every_method_end_to_end_with_option_flags(method, flags, options, tmp_path, capsys):
+    """Each registered method trains, reports and compares through the CLI; its options come
+    as their own flags."""
+    out = tmp_path / method
+    code, stdout, err = run(["train", "--method", method, *QUICK, "--epochs", "2", *flags,
+                             "--out", out], capsys)
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == method and config["options"] == options
+    final = json.loads((out / "final.json").read_text())
+    assert final["test_acc"] > 0.3 and final["test_acc"] == final["masked_model_test_acc"]
+    s = final["sparsity"]
+    assert s["kept"] == sum(layer["kept"] for layer in s["layers"])
+    if method == "edge_popup":  # the method keeps round(density * numel) per layer
+        assert config["density"] == 0.3 and final["imposed_density"] is None
+        assert [layer["kept"] for layer in s["layers"]] == \
+            [round(0.3 * layer["total"]) for layer in s["layers"]]
+    else:
+        assert 0 < s["density"] < 1
+    sub = torch.load(out / "subnetwork.pt", weights_only=True)
+    assert sum(int(torch.count_nonzero(v)) for k, v in sub.items() if k.endswith("weight")) \
+        <= s["kept"]
+    code, stdout, err = run(["report", out], capsys)
+    assert code == 0 and "test accuracy of the final subnetwork" in stdout
+    code, stdout, err = run(["compare", out, "--plot", tmp_path / "p.png"], capsys)
+    assert code == 0 and method in stdout
+
+
+def test_steps_per_epoch_caps_each_epoch(tmp_path, capsys):
+    out = tmp_path / "short"
+    code, stdout, err = run(["train", "--method", "aslp", *QUICK, "--epochs", "3",
+                             "--steps-per-epoch", "2", "--out", out], capsys)
+    assert code == 0, err
+    final = json.loads((out / "final.json").read_text())
+    assert final["steps"] == 6 and final["epochs_run"] == 3
+    assert json.loads((out / "config.json").read_text())["steps_per_epoch"] == 2
+    code, stdout, err = run(["train", "--method", "aslp", *QUICK, "--steps-per-epoch", "0",
+                             "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and "--steps-per-epoch must be a positive integer, got 0" in err
+
+
+def test_option_flags_come_from_the_registry(capsys):
+    from sparseprune.runner import methods as M
+
+    options = M.option_defaults()
+    assert options["rescale"] == {"aslp": None, "supermask": None}
+    assert options["density"] == {"edge_popup": 0.5}
+    assert options["signed_constant"] == {"aslp": False, "supermask": False}
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--method", "aslp", "--rescale", "none",
+                              "--no-signed-constant", "--init-logit", "0.5"])
+    assert cli.method_options(args) == {"rescale": None, "signed_constant": False,
+                                        "init_logit": 0.5}
+    assert cli.method_options(parser.parse_args(["train"])) == {}
+    code, out, err = run(["train", "--help"], capsys)
+    assert code == 0
+    for flag in ("--rescale", "--temperature", "--signed-constant", "--weight-init",
+                 "--scale-fan", "--density"):
+        assert flag in out, flag
+    assert "aslp, edge_popup, supermask" in out
+
+
 def test_resume_after_interrupt_gives_identical_losses(tmp_path, capsys, monkeypatch):
     args = ["train", "--method", "aslp", *QUICK, "--epochs", "3", "--opt", "rescale=smart"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
@@ -116,6 +185,7 @@ def test_info(capsys):
     code, out, err = run(["info"], capsys)
     assert code == 0
     assert "aslp" in out and "scores 50" in out and "conv4" in out and "cifar100" in out
+    assert "supermask" in out and "edge_popup" in out and "density=0.5" in out
 
 
 def write_idx(path, array):
@@ -155,6 +225,14 @@ BAD = [
     (["--method", "aslp", "--model", "lenet300", "--dataset", "synthetic", "--opt", "tau=2"],
      "unknown option(s) 'tau' for method 'aslp'"),
     (["--model", "lenet300", "--dataset", "synthetic"], "train needs --method"),
+    (["--method", "supermask", "--model", "lenet300", "--dataset", "synthetic", "--temperature",
+      "2"], "unknown option(s) 'temperature' for method 'supermask'"),
+    (["--method", "aslp", "--model", "lenet300", "--dataset", "synthetic", "--rescale", "max"],
+     "--method aslp: rescale must be one of"),
+    (["--method", "aslp", "--model", "lenet300", "--dataset", "synthetic", "--rescale", "smart",
+      "--opt", "rescale=dwr"], "option rescale given twice"),
+    (["--method", "edge_popup", "--model", "lenet300", "--dataset", "synthetic", "--density",
+      "2"], "--density must be a number in (0, 1]"),
 ]
 
 
@@ -190,6 +268,8 @@ def test_missing_dataset_and_existing_run(capsys, tmp_path, monkeypatch):
     assert code == 2 and "already holds a run" in err and "--overwrite" in err
     code, out, err = run(["train", "--resume", tmp_path / "r2", "--seed", "3"], capsys)
     assert code == 2 and "drop --seed" in err
+    code, out, err = run(["train", "--resume", tmp_path / "r2", "--rescale", "dwr"], capsys)
+    assert code == 2 and "drop --rescale" in err
     code, out, err = run(["report", tmp_path / "empty"], capsys)
     assert code == 2 and "not a run directory" in err
 

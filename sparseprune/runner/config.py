@@ -36,6 +36,7 @@ class RunConfig:
     options: dict[str, Any] = field(default_factory=dict)  # method options (--opt KEY=VALUE)
     epochs: int = 10
     batch_size: int = 256
+    steps_per_epoch: Optional[int] = None  # cap on the batches of an epoch; None = a full pass
     lr: Optional[float] = None            # learning rate of the method's main group
     group_lr: dict[str, float] = field(default_factory=dict)  # --group-lr NAME=LR
     density: Optional[float] = None       # fraction of weights kept by the final subnetwork
@@ -132,6 +133,8 @@ def validate(config: RunConfig) -> None:
                           f"valid: {', '.join(DATASETS)}")
     _positive_int("--epochs", config.epochs)
     _positive_int("--batch-size", config.batch_size)
+    if config.steps_per_epoch is not None:
+        _positive_int("--steps-per-epoch", config.steps_per_epoch)
     if config.lr is not None:
         _positive_float("--lr", config.lr)
     for name, lr in config.group_lr.items():

@@ -1,9 +1,11 @@
 """How the runner applies a method to a model, whatever kind of method it is.
 
-- Mask methods (``sparseprune.methods.available()``: ASLP, and Supermask, Edge-Popup, ... as they
-  land) are applied with :func:`sparseprune.convert`; their options come from ``--opt KEY=VALUE``
-  and are validated by :func:`sparseprune.methods.create`. A method whose constructor takes
-  ``density`` receives ``--density``.
+- Mask methods (``sparseprune.methods.available()``: ASLP, Supermask, Edge-Popup, and any method
+  registered later) are applied with :func:`sparseprune.convert`. Their options are the keyword
+  arguments of their constructors (:func:`option_defaults`): the CLI turns each into a flag
+  (``--rescale smart``, ``--signed-constant``) and also takes ``--opt KEY=VALUE``; they are
+  validated by :func:`sparseprune.methods.create`. A method whose constructor takes ``density``
+  receives ``--density``.
 - Pruning at initialisation (``sparseprune.prune_at_init``, when present) scores and fixes a mask
   before training; ``--density`` is required and ``--opt`` goes to ``prune_at_init`` as keywords.
 
@@ -61,6 +63,19 @@ def _method_class(method: str) -> type:
     return sp.methods.base._REGISTRY[method]  # the registry has no public class lookup yet
 
 
+def option_defaults() -> dict[str, dict[str, Any]]:
+    """Every option of the registered mask methods: name -> {method: default}, read from the
+    constructors' signatures (the registry is the only source; nothing here names a method)."""
+    out: dict[str, dict[str, Any]] = {}
+    for method in sp.methods.available():
+        params = inspect.signature(_method_class(method).__init__).parameters
+        for name, p in params.items():
+            if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            out.setdefault(name, {})[method] = p.default
+    return dict(sorted(out.items()))
+
+
 def _coerce(method: str, options: dict[str, Any]) -> dict[str, Any]:
     """Command-line values -> constructor values, guided by the constructor's defaults: dtype
     names for ``*dtype`` options, 0/1 for booleans, ints for floats."""
@@ -72,7 +87,7 @@ def _coerce(method: str, options: dict[str, Any]) -> dict[str, Any]:
         if key.endswith("dtype") and isinstance(value, str):
             dtype = getattr(torch, value, None)
             if not isinstance(dtype, torch.dtype):
-                raise ConfigError(f"--opt {key}: {value!r} is not a torch dtype name "
+                raise ConfigError(f"option {key}: {value!r} is not a torch dtype name "
                                   "(e.g. float32, bfloat16)")
             value = dtype
         elif isinstance(default, bool) and value in (0, 1) and not isinstance(value, bool):
@@ -99,7 +114,7 @@ def mask_options(method: str, options: dict[str, Any], density: Optional[float])
     try:
         sp.methods.create(method, **kwargs)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"--opt: {exc}") from exc
+        raise ConfigError(f"--method {method}: {exc}") from exc
     return kwargs
 
 

@@ -10,6 +10,7 @@ uninterrupted one (on the same thread count).
 
 from __future__ import annotations
 
+import itertools
 import math
 import pathlib
 import shutil
@@ -140,13 +141,18 @@ def current_density(model: nn.Module) -> float:
 
 
 def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
-    """One pass over the training split; returns the epoch's training numbers."""
+    """One pass over the training split (or its first ``--steps-per-epoch`` batches, in the
+    epoch's own seeded order); returns the epoch's training numbers."""
     s.model.train()
     seed = _epoch_seed(s.config, epoch)
     batches = D.loader(s.splits.train, s.config.batch_size, shuffle=True, seed=seed)
+    total = len(batches)
+    if s.config.steps_per_epoch is not None:
+        total = min(total, s.config.steps_per_epoch)
     aug_gen = torch.Generator().manual_seed(seed + 500_009)
     total_loss, correct, seen, times = 0.0, 0, 0, []
-    bar = tqdm(batches, desc=f"epoch {epoch}/{s.config.epochs}", leave=False, dynamic_ncols=True,
+    bar = tqdm(itertools.islice(batches, total), total=total,
+               desc=f"epoch {epoch}/{s.config.epochs}", leave=False, dynamic_ncols=True,
                mininterval=0.5, disable=(not progress) if progress is not None else None)
     for step, (x, y) in enumerate(bar):
         if s.augment is not None:
