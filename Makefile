@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: build test demo bench clean
+.PHONY: build test demo bench repro clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ BENCH_ALLOCATOR ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=171798691
 
 bench: build
 	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/run.py
+
+# The reproduction table: trains the runs of docs/reproduce.sh (about 30 min on 2 idle cores) and
+# writes docs/results.md.
+repro: build
+	PY=$(PY) bash docs/reproduce.sh
 
 clean:
 	rm -rf build sparseprune/_C*.so *.egg-info $(VENV)
