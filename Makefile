@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: build test demo bench bench-sparse clean
+.PHONY: build test demo bench bench-sparse repro clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: build
 SPARSE_BENCH_ARGS ?=
 bench-sparse: build
 	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/sparse_bench.py $(SPARSE_BENCH_ARGS)
+
+# The reproduction table: trains the runs of docs/reproduce.sh (about 30 min on 2 idle cores) and
+# writes docs/results.md.
+repro: build
+	PY=$(PY) bash docs/reproduce.sh
 
 clean:
 	rm -rf build sparseprune/_C*.so *.egg-info $(VENV)

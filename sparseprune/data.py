@@ -1,7 +1,10 @@
-"""Datasets for the demo and the tests: IDX files (MNIST family) and a synthetic task.
+"""Datasets: the MNIST family from IDX files, CIFAR-10/100 from their python-pickle archives, and a
+synthetic task for tests; :func:`load_dataset` takes any of them by name (``DATASETS``).
 
-Everything is returned as in-memory ``TensorDataset`` s: the MNIST-sized sets fit in memory easily,
-and a tensor pipeline avoids per-sample Python overhead on small CPUs.
+Everything is returned as in-memory ``TensorDataset`` s: these sets fit in memory easily, and a
+tensor pipeline avoids per-sample Python overhead on small CPUs. Files are looked up in a given
+directory, ``$SPARSEPRUNE_DATA``, ``/usr/share/datasets/<name>`` and ``~/.cache/sparseprune/<name>``;
+with ``download=True`` missing files are fetched from the publisher and MD5-checked.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ SYSTEM_DATA_DIR = pathlib.Path("/usr/share/datasets")
 ENV_VAR = "SPARSEPRUNE_DATA"
 
 
+def cache_dir() -> pathlib.Path:
+    """Where downloads go when neither a directory nor ``SPARSEPRUNE_DATA`` is given."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "sparseprune"
+
+
 @dataclass
 class Splits:
     """Train / validation / test sets plus what a model and a plot need to know about them."""
@@ -42,8 +51,9 @@ class Splits:
     test: TensorDataset
     num_classes: int
     input_shape: tuple[int, ...]
-    mean: float
-    std: float
+    mean: Union[float, tuple[float, ...]]  # one value, or one per channel (CIFAR)
+    std: Union[float, tuple[float, ...]]
+    name: str = ""
 
 
 # ---------------------------------------------------------------------------------------- IDX
@@ -112,14 +122,20 @@ def _candidates(name: str, root: Optional[PathLike]) -> list[pathlib.Path]:
     env = os.environ.get(ENV_VAR)
     if env:
         places += [pathlib.Path(env), pathlib.Path(env) / name]
-    places.append(SYSTEM_DATA_DIR / name)
+    places += [SYSTEM_DATA_DIR / name, cache_dir() / name]
     return places
 
 
 def _how_to_get(name: str) -> str:
-    files = ", ".join(IDX_FILES.values())
-    hint = (f"set {ENV_VAR} to a directory holding the four IDX files ({files}, optionally .gz) "
-            f"or to its parent containing {name}/")
+    from . import _cifar
+
+    if name in _cifar.LAYOUTS:
+        layout = _cifar.LAYOUTS[name]
+        what = f"{layout.folder}/ or {layout.archive}"
+    else:
+        what = f"the four IDX files ({', '.join(IDX_FILES.values())}, optionally .gz)"
+    hint = f"set {ENV_VAR} to a directory holding {what} or to its parent containing {name}/"
+    hint += ", or download it (download=True; CLI: --download)"
     if name == "fashion-mnist":
         return f"install it with `apt-get install -y dataset-fashion-mnist`, or {hint}"
     return hint
@@ -171,6 +187,32 @@ def _split_off(images: torch.Tensor, labels: torch.Tensor, val_fraction: float,
     return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
 
 
+def _finish(train: Pair, test: Pair, *, val_fraction: float, seed: int, normalize: bool,
+            per_channel: bool, name: str, num_classes: int) -> Splits:
+    """Split validation off ``train`` (seeded), standardise by the remaining train split's mean and
+    std (one value, or one per channel), and wrap everything as Splits."""
+    (train_x, train_y), (val_x, val_y) = _split_off(*train, val_fraction, seed)
+    test_x, test_y = test
+    if not normalize:
+        mean, std = 0.0, 1.0
+        shift, scale = torch.tensor(0.0), torch.tensor(1.0)
+    elif per_channel:
+        dims = [0] + list(range(2, train_x.dim()))
+        m, s = train_x.mean(dim=dims), train_x.std(dim=dims)
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        mean, std = tuple(m.tolist()), tuple(s.tolist())
+        per_channel_shape = (1, -1) + (1,) * (train_x.dim() - 2)  # broadcast over N, H, W
+        shift, scale = m.view(per_channel_shape), s.view(per_channel_shape)
+    else:
+        mean, std = train_x.mean().item(), train_x.std().item()
+        std = std if std > 0 else 1.0  # a constant image set would otherwise divide by zero
+        shift, scale = torch.tensor(mean), torch.tensor(std)
+    sets = [TensorDataset((x - shift) / scale, y)
+            for x, y in ((train_x, train_y), (val_x, val_y), (test_x, test_y))]
+    return Splits(*sets, num_classes=num_classes, input_shape=tuple(train_x.shape[1:]),
+                  mean=mean, std=std, name=name)
+
+
 def load_idx_dataset(name: str = "fashion-mnist", root: Optional[PathLike] = None, *,
                      val_fraction: float = 0.1, seed: int = 0, normalize: bool = True) -> Splits:
     """Load an MNIST-style IDX dataset as float32 (N, 1, H, W) images and int64 labels.
@@ -180,16 +222,115 @@ def load_idx_dataset(name: str = "fashion-mnist", root: Optional[PathLike] = Non
     """
     val_fraction = _check_fraction(val_fraction)
     directory = find_dataset_dir(name, root)
-    (train_x, train_y), (val_x, val_y) = _split_off(*_load_pair(directory, "train"),
-                                                    val_fraction, seed)
-    test_x, test_y = _load_pair(directory, "test")
-    mean, std = (train_x.mean().item(), train_x.std().item()) if normalize else (0.0, 1.0)
-    std = std if std > 0 else 1.0  # a constant image set would otherwise divide by zero
-    sets = [TensorDataset((x - mean) / std, y)
-            for x, y in ((train_x, train_y), (val_x, val_y), (test_x, test_y))]
-    num_classes = int(max(train_y.max(), test_y.max()).item()) + 1
-    return Splits(*sets, num_classes=num_classes, input_shape=tuple(train_x.shape[1:]),
-                  mean=mean, std=std)
+    train, test = _load_pair(directory, "train"), _load_pair(directory, "test")
+    num_classes = int(max(train[1].max(), test[1].max()).item()) + 1
+    return _finish(train, test, val_fraction=val_fraction, seed=seed, normalize=normalize,
+                   per_channel=False, name=name, num_classes=num_classes)
+
+
+def load_cifar_dataset(name: str = "cifar10", root: Optional[PathLike] = None, *,
+                       val_fraction: float = 0.1, seed: int = 0, normalize: bool = True) -> Splits:
+    """Load CIFAR-10 or CIFAR-100 (fine labels) from the python-pickle release, extracted or as the
+    ``.tar.gz``, found like :func:`find_dataset_dir`. Float32 (N, 3, 32, 32) images standardised
+    per channel by the train split's statistics; int64 labels."""
+    from . import _cifar
+
+    if name not in _cifar.LAYOUTS:
+        raise ValueError(f"name must be one of {', '.join(_cifar.LAYOUTS)}, got {name!r}")
+    val_fraction = _check_fraction(val_fraction)
+    places = _candidates(name, root)
+    location = _cifar.locate(name, places)
+    if location is None:
+        searched = "\n  ".join(str(p) for p in places)
+        raise FileNotFoundError(f"dataset {name!r} not found; searched:\n  {searched}\n"
+                                f"To get it: {_how_to_get(name)}.")
+    train_x, train_y, test_x, test_y = _cifar.read_cifar(name, location)
+    return _finish((train_x.float().div_(255.0), train_y), (test_x.float().div_(255.0), test_y),
+                   val_fraction=val_fraction, seed=seed, normalize=normalize, per_channel=True,
+                   name=name, num_classes=_cifar.LAYOUTS[name].num_classes)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the runner needs to know about a dataset before loading it."""
+
+    kind: str                      # "idx", "cifar" or "synthetic"
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    augment_pad: int               # random-translation padding of the standard augmentation
+    augment_flip: bool             # whether horizontal flips preserve the labels
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "fashion-mnist": DatasetInfo("idx", 10, (1, 28, 28), 2, True),
+    "mnist": DatasetInfo("idx", 10, (1, 28, 28), 2, False),
+    "kmnist": DatasetInfo("idx", 10, (1, 28, 28), 2, False),
+    "cifar10": DatasetInfo("cifar", 10, (3, 32, 32), 4, True),
+    "cifar100": DatasetInfo("cifar", 100, (3, 32, 32), 4, True),
+    "synthetic": DatasetInfo("synthetic", 10, (1, 28, 28), 2, False),
+}
+
+
+def locate(name: str, root: Optional[PathLike] = None) -> Optional[pathlib.Path]:
+    """Where dataset ``name`` would be loaded from (a directory or an archive), or None when it is
+    not found (or is generated, like ``synthetic``)."""
+    from . import _cifar
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    kind = DATASETS[name].kind
+    if kind == "idx":
+        try:
+            return find_dataset_dir(name, root)
+        except FileNotFoundError:
+            return None
+    if kind == "cifar":
+        return _cifar.locate(name, _candidates(name, root))
+    return None
+
+
+def download_dir(name: str, root: Optional[PathLike] = None) -> pathlib.Path:
+    """Where :func:`load_dataset` puts a download: ``root/<name>``, else
+    ``$SPARSEPRUNE_DATA/<name>``, else ``~/.cache/sparseprune/<name>``."""
+    base = root if root is not None else os.environ.get(ENV_VAR) or cache_dir()
+    return pathlib.Path(base) / name
+
+
+def load_dataset(name: str, root: Optional[PathLike] = None, *, val_fraction: float = 0.1,
+                 seed: int = 0, normalize: bool = True, download: bool = False,
+                 progress: bool = True) -> Splits:
+    """Any dataset of ``DATASETS`` by name, with a seeded validation split of ``val_fraction`` of
+    the training set and standardisation by the train split's statistics.
+
+    ``root`` (if given) must be an existing directory: the dataset's own or its parent. With
+    ``download`` a dataset that is not found is fetched from its official source into
+    :func:`download_dir` and MD5-checked (``sparseprune._download``). ``synthetic`` is
+    :func:`synthetic_dataset` with ``seed`` (its validation split is generated, not split off).
+    Raises ValueError (unknown name, bad arguments, corrupt files), FileNotFoundError (missing
+    data) or ``sparseprune._download.DownloadError``.
+    """
+    from . import _download
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    if root is not None and not pathlib.Path(root).is_dir():
+        raise FileNotFoundError(f"data directory {str(root)!r} does not exist or is not a directory")
+    kind = DATASETS[name].kind
+    if kind == "synthetic":
+        _check_fraction(val_fraction)
+        splits = synthetic_dataset(seed=seed)
+        splits.name = name
+        return splits
+    load = load_idx_dataset if kind == "idx" else load_cifar_dataset
+    kwargs = dict(val_fraction=val_fraction, seed=seed, normalize=normalize)
+    try:
+        return load(name, root, **kwargs)
+    except FileNotFoundError:
+        if not download:
+            raise
+    target = download_dir(name, root)
+    _download.download(name, target, progress=progress)
+    return load(name, target, **kwargs)
 
 
 def synthetic_dataset(num_train: int = 512, num_test: int = 256, *,

@@ -4,13 +4,20 @@ A masked layer counts the weights its method's deterministic final mask keeps (w
 :func:`sparseprune.finalize` would keep); a plain ``nn.Linear`` / ``nn.Conv2d`` counts its nonzero
 weights; a sparse inference layer its stored weights (``format`` says how it stores them).
 Biases are not counted. density = kept / total, sparsity = 1 - density.
+
+FLOPs (with ``input_shape``) are per sample and count the weights only: a layer costs
+``2 * weights * output_positions`` (one multiply and one add per weight per output position; a
+``Linear`` has one position per sample, a ``Conv2d`` one per output pixel), kept FLOPs the same with
+the kept weights. A layer's FLOP density therefore equals its parameter density; the global FLOP
+density weights each layer by its output positions, so convolutions count for more than in the
+parameter density.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -21,16 +28,30 @@ from .nn.sparse import SparseLayer
 
 @dataclass
 class LayerSparsity:
+    """One prunable layer: weights kept of total and, when counted, FLOPs kept of total."""
+
     name: str
     kind: str
     shape: tuple[int, ...]
     kept: int
     total: int
     format: str = "dense"  # how inference stores the weight: dense, masked, csr or bitmap
+    flops_kept: Optional[int] = None
+    flops_total: Optional[int] = None
 
     @property
     def density(self) -> float:
         return self.kept / self.total if self.total else 1.0
+
+    @property
+    def flop_density(self) -> Optional[float]:
+        if self.flops_total is None:
+            return None
+        return self.flops_kept / self.flops_total if self.flops_total else 1.0
+
+
+def _fmt_flops(n: int) -> str:
+    return f"{n / 1e6:,.3f}M"
 
 
 @dataclass
@@ -55,53 +76,139 @@ class Report:
     def sparsity(self) -> float:
         return 1.0 - self.density
 
+    @property
+    def has_flops(self) -> bool:
+        return bool(self.layers) and all(layer.flops_total is not None for layer in self.layers)
+
+    @property
+    def flops_kept(self) -> Optional[int]:
+        return sum(layer.flops_kept for layer in self.layers) if self.has_flops else None
+
+    @property
+    def flops_total(self) -> Optional[int]:
+        return sum(layer.flops_total for layer in self.layers) if self.has_flops else None
+
+    @property
+    def flop_density(self) -> Optional[float]:
+        if not self.has_flops:
+            return None
+        return self.flops_kept / self.flops_total if self.flops_total else 1.0
+
     def to_dict(self) -> dict:
-        return {
-            "layers": [dict(asdict(layer), shape=list(layer.shape), density=layer.density)
+        out = {
+            "layers": [dict(asdict(layer), shape=list(layer.shape), density=layer.density,
+                            flop_density=layer.flop_density)
                        for layer in self.layers],
             "kept": self.kept, "total": self.total, "density": self.density,
         }
+        if self.has_flops:
+            out.update(flops_kept=self.flops_kept, flops_total=self.flops_total,
+                       flop_density=self.flop_density)
+        return out
 
     def __str__(self) -> str:
-        rows = [(layer.name or "(model)", layer.kind, "x".join(map(str, layer.shape)),
-                 f"{layer.kept:,}", f"{layer.total:,}", f"{layer.density:.4f}", layer.format)
+        flops = self.has_flops
+        header = ("layer", "type", "shape", "kept", "total", "density")
+        if flops:
+            header += ("FLOPs kept", "FLOPs total", "FLOP density")
+        header += ("format",)
+
+        def cells(name, kind, shape, kept, total, density, fk, ft, fd, format):
+            row = (name, kind, shape, f"{kept:,}", f"{total:,}", f"{density:.4f}")
+            row += (_fmt_flops(fk), _fmt_flops(ft), f"{fd:.4f}") if flops else ()
+            return row + (format,)
+
+        rows = [cells(layer.name or "(model)", layer.kind, "x".join(map(str, layer.shape)),
+                      layer.kept, layer.total, layer.density, layer.flops_kept,
+                      layer.flops_total, layer.flop_density, layer.format)
                 for layer in self.layers]
-        rows.append(("total", "", "", f"{self.kept:,}", f"{self.total:,}", f"{self.density:.4f}",
-                     ""))
-        header = ("layer", "type", "shape", "kept", "total", "density", "format")
+        rows.append(cells("total", "", "", self.kept, self.total, self.density, self.flops_kept,
+                          self.flops_total, self.flop_density, ""))
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-        right = {3, 4, 5}
 
         def line(cells):
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+            return "  ".join(c.rjust(w) if 3 <= i < len(header) - 1 else c.ljust(w)
                              for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
         rule = "  ".join("-" * w for w in widths)
         return "\n".join([line(header), rule] + [line(r) for r in rows[:-1]] + [rule, line(rows[-1])])
 
 
+def _prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, (MaskedLayer, SparseLayer)) or type(m) in (nn.Linear, nn.Conv2d)]
+
+
 @torch.no_grad()
-def sparsity_report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]] = None) -> Report:
+def output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """Output positions per sample of every prunable layer, from one forward pass of a zero batch
+    of one ``input_shape`` sample: the output's spatial size for a ``Conv2d``, the product of the
+    leading (non-batch, non-feature) sizes for a ``Linear`` (1 for 2-D inputs). A layer called
+    several times sums its calls; one never called gets 0.
+
+    The model runs in eval mode, without autograd, and the global CPU random state is restored
+    afterwards (a method that samples in eval mode must not perturb training), so this has no side
+    effects. Raises ValueError when the forward pass fails on ``input_shape``.
+    """
+    shape = tuple(input_shape)
+    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        raise ValueError(f"input_shape must be positive ints like (1, 28, 28), got {input_shape!r}")
+    layers = _prunable(model)
+    counts = {name: 0 for name, _ in layers}
+    hooks = []
+    for name, module in layers:
+        def hook(mod, args, out, name=name):
+            if isinstance(mod, nn.Conv2d):
+                counts[name] += math.prod(out.shape[2:]) if out.dim() == 4 else math.prod(out.shape[1:])
+            else:
+                counts[name] += math.prod(out.shape[1:-1]) if out.dim() > 1 else 1
+        hooks.append(module.register_forward_hook(hook))
+    modes = {m: m.training for m in model.modules()}
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    try:
+        model.eval()
+        with torch.random.fork_rng(devices=[]):
+            model(torch.zeros((1, *shape), device=device, dtype=dtype))
+    except RuntimeError as exc:
+        raise ValueError(f"cannot count FLOPs: the model fails on input_shape {shape}: {exc}") from exc
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return counts
+
+
+@torch.no_grad()
+def sparsity_report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]] = None, *,
+                    input_shape: Optional[Sequence[int]] = None) -> Report:
     """Sparsity of every prunable layer of ``model`` (masked, ``nn.Linear`` or ``nn.Conv2d``).
 
     ``masks`` (name -> boolean mask, e.g. from :func:`sparseprune.convert.final_masks` with a
-    density) overrides the masked layers' own final masks.
+    density) overrides the masked layers' own final masks. With ``input_shape`` (one sample's
+    shape, e.g. ``(1, 28, 28)``) the report also counts FLOPs per sample (see the module doc).
     """
+    positions = output_positions(model, input_shape) if input_shape is not None else None
     report = Report()
-    for name, module in model.named_modules():
+    for name, module in _prunable(model):
         if isinstance(module, MaskedLayer):
             mask = masks[name] if masks is not None and name in masks \
                 else module.method.final_mask(module)
             kind = f"{type(module).__name__}({module.method.name})"
             kept, format = int(mask.sum()), "masked"
-        elif type(module) in (nn.Linear, nn.Conv2d):
-            kind = type(module).__name__
-            kept, format = int(torch.count_nonzero(module.weight)), "dense"
         elif isinstance(module, SparseLayer):  # its stored weights: the zeros were dropped
             kind, kept, format = type(module).__name__, module.nnz, module.format
         else:
-            continue
+            kind = type(module).__name__
+            kept, format = int(torch.count_nonzero(module.weight)), "dense"
         shape = tuple(module.weight_shape if isinstance(module, SparseLayer)
                       else module.weight.shape)
-        report.layers.append(LayerSparsity(name, kind, shape, kept, math.prod(shape), format))
+        total = math.prod(shape)
+        layer = LayerSparsity(name, kind, shape, kept, total, format)
+        if positions is not None:
+            layer.flops_kept = 2 * kept * positions[name]
+            layer.flops_total = 2 * total * positions[name]
+        report.layers.append(layer)
     return report

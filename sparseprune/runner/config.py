@@ -1,0 +1,167 @@
+"""A run's configuration: one JSON-able dataclass, its validation, and ``KEY=VALUE`` option parsing.
+
+Every check raises :class:`ConfigError` with a one-line message naming the command-line flag and the
+value received; the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional, Sequence
+
+from ..data import DATASETS
+from ..models import MODELS
+
+CONFIG_FILE = "config.json"
+SCOPES = ("global", "local")
+SELECTS = ("best", "last")
+INITS = ("kaiming_normal", "default")
+
+
+class ConfigError(ValueError):
+    """Bad user input: an unknown name, an out-of-range value, missing or corrupt data."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run (the CLI's ``train`` flags, by the same names)."""
+
+    method: str
+    model: str
+    dataset: str
+    options: dict[str, Any] = field(default_factory=dict)  # method options (--opt KEY=VALUE)
+    epochs: int = 10
+    batch_size: int = 256
+    steps_per_epoch: Optional[int] = None  # cap on the batches of an epoch; None = a full pass
+    lr: Optional[float] = None            # learning rate of the method's main group
+    group_lr: dict[str, float] = field(default_factory=dict)  # --group-lr NAME=LR
+    density: Optional[float] = None       # fraction of weights kept by the final subnetwork
+    density_scope: str = "global"
+    seed: int = 0
+    val_fraction: float = 0.1
+    augment: bool = False
+    patience: int = 0                     # early stopping on val accuracy; 0 = off
+    select: str = "best"                  # final model: best val epoch or last epoch
+    init: Optional[str] = None            # weight init; None = the method's default
+    data_dir: Optional[str] = None
+    download: bool = False
+    max_minutes: float = 0.0              # stop before an epoch that would end past it; 0 = off
+    threads: Optional[int] = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config has unknown keys {unknown}")
+        return cls(**data)
+
+    def save(self, directory: pathlib.Path) -> None:
+        (pathlib.Path(directory) / CONFIG_FILE).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, directory: pathlib.Path) -> "RunConfig":
+        path = pathlib.Path(directory) / CONFIG_FILE
+        if not path.is_file():
+            raise ConfigError(f"{directory} is not a run directory (no {CONFIG_FILE})")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError(f"{path}: unreadable run config ({exc})") from exc
+
+
+# -------------------------------------------------------------------------- option parsing
+
+_INT = re.compile(r"[+-]?\d+")
+
+
+def parse_value(text: str) -> Any:
+    """``none``/``null`` -> None, ``true``/``false`` -> bool, integers, floats, else the string."""
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    if _INT.fullmatch(text.strip()):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def parse_pairs(items: Optional[Sequence[str]], flag: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; malformed or repeated keys raise ConfigError."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", key):
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        if key in out:
+            raise ConfigError(f"{flag} {key} given twice")
+        out[key] = parse_value(value)
+    return out
+
+
+# ------------------------------------------------------------------------------ validation
+
+def _positive_int(flag: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+
+
+def _positive_float(flag: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        raise ConfigError(f"{flag} must be a finite number > 0, got {value!r}")
+
+
+def validate(config: RunConfig) -> None:
+    """Check names and ranges (not the method's options: see ``runner.methods``)."""
+    if config.model not in MODELS:
+        raise ConfigError(f"--model: unknown model {config.model!r}; valid: {', '.join(MODELS)}")
+    if config.dataset not in DATASETS:
+        raise ConfigError(f"--dataset: unknown dataset {config.dataset!r}; "
+                          f"valid: {', '.join(DATASETS)}")
+    _positive_int("--epochs", config.epochs)
+    _positive_int("--batch-size", config.batch_size)
+    if config.steps_per_epoch is not None:
+        _positive_int("--steps-per-epoch", config.steps_per_epoch)
+    if config.lr is not None:
+        _positive_float("--lr", config.lr)
+    for name, lr in config.group_lr.items():
+        _positive_float(f"--group-lr {name}", lr)
+    d = config.density
+    if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float))
+                          or math.isnan(d) or not 0 < d <= 1):
+        raise ConfigError(f"--density must be a number in (0, 1] (the fraction of weights kept), "
+                          f"got {d!r}")
+    if config.density_scope not in SCOPES:
+        raise ConfigError(f"--density-scope must be one of {', '.join(SCOPES)}, "
+                          f"got {config.density_scope!r}")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ConfigError(f"--seed must be an integer >= 0, got {config.seed!r}")
+    v = config.val_fraction
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {v!r}")
+    if isinstance(config.patience, bool) or not isinstance(config.patience, int) \
+            or config.patience < 0:
+        raise ConfigError(f"--patience must be an integer >= 0, got {config.patience!r}")
+    if config.patience and v == 0 and DATASETS[config.dataset].kind != "synthetic":
+        raise ConfigError("--patience needs a validation split (--val-fraction > 0)")
+    if config.select not in SELECTS:
+        raise ConfigError(f"--select must be one of {', '.join(SELECTS)}, got {config.select!r}")
+    if not isinstance(config.max_minutes, (int, float)) or not config.max_minutes >= 0:
+        raise ConfigError(f"--max-minutes must be >= 0, got {config.max_minutes!r}")
+    if config.threads is not None:
+        _positive_int("--threads", config.threads)
+    if config.init is not None and config.init not in INITS:
+        raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {config.init!r}")

@@ -1,0 +1,132 @@
+"""PNG plots of a run (training curves, per-layer density, score histogram) and of a comparison
+(accuracy vs density with the Pareto front). Matplotlib with the Agg backend: no display needed."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Optional
+
+import torch
+
+from .metrics import pareto_front
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def curves(history: list[dict], path: pathlib.Path, title: str,
+           selected_epoch: Optional[int] = None) -> pathlib.Path:
+    """Loss (left axis of the first panel), train/val accuracy and density over the epochs."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] for h in history]
+    marker = "o" if len(epochs) <= 30 else None
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker=marker, label="train loss")
+    if any(h.get("val_loss") is not None for h in history):
+        loss_ax.plot(epochs, [h.get("val_loss") for h in history], marker=marker, label="val loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("cross-entropy")
+    loss_ax.legend(fontsize=8)
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    acc_ax.plot(epochs, [100 * h["train_acc"] for h in history], marker=marker,
+                label="train acc (training-mode masks)")
+    if any(h.get("val_acc") is not None for h in history):
+        acc_ax.plot(epochs, [None if h.get("val_acc") is None else 100 * h["val_acc"]
+                             for h in history], marker=marker, label="val acc (eval mode)")
+    if selected_epoch:
+        acc_ax.axvline(selected_epoch, color="grey", ls=":", label=f"selected epoch {selected_epoch}")
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("accuracy (%)")
+    acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    twin = acc_ax.twinx()
+    twin.plot(epochs, [100 * h["density"] for h in history], ls="--", color="tab:red",
+              marker=marker, label="density (weights)")
+    twin.set_ylabel("density (% of weights kept)", color="tab:red")
+    lines = acc_ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    acc_ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    fig.subplots_adjust(left=0.07, right=0.92, bottom=0.12, top=0.88, wspace=0.25)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def density_bars(sparsity: dict, path: pathlib.Path, title: str) -> pathlib.Path:
+    """Per-layer density bars with the global density in weights and in FLOPs."""
+    plt = _pyplot()
+    layers = sparsity["layers"]
+    names = [layer["name"] for layer in layers]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4))
+    bars = ax.bar(names, [100 * layer["density"] for layer in layers], color="tab:blue")
+    ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.axhline(100 * sparsity["density"], color="tab:red", ls="--",
+               label=f"global, weights: {100 * sparsity['density']:.2f} %")
+    if sparsity.get("flop_density") is not None:
+        ax.axhline(100 * sparsity["flop_density"], color="tab:green", ls=":",
+                   label=f"global, FLOPs: {100 * sparsity['flop_density']:.2f} %")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("density (% kept)")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", labelrotation=45 if len(names) > 6 else 0, labelsize=8)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.2 if len(names) > 6 else 0.1, top=0.86)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def score_histogram(scores: list[torch.Tensor], masks: list[torch.Tensor], path: pathlib.Path,
+                    title: str) -> pathlib.Path:
+    """Histogram of all masked layers' ranking scores (e.g. ASLP logits), kept vs pruned."""
+    plt = _pyplot()
+    flat = torch.cat([s.detach().float().reshape(-1).cpu() for s in scores])
+    keep = torch.cat([m.reshape(-1).cpu() for m in masks])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    lo, hi = torch.quantile(flat[::max(1, flat.numel() // 1_000_000)],
+                            torch.tensor([0.001, 0.999])).tolist()
+    lo, hi = (lo - 1, hi + 1) if lo == hi else (lo, hi)
+    clipped = flat.clamp(lo, hi).double()  # the tails land in the outer bins
+    kept_counts, edges = torch.histogram(clipped[keep], bins=80, range=(lo, hi))
+    pruned_counts, _ = torch.histogram(clipped[~keep], bins=80, range=(lo, hi))
+    # Two filled step outlines (pruned stacked on kept): a few polygons, not 160 bar patches.
+    ax.stairs((kept_counts + pruned_counts).numpy(), edges.numpy(), fill=True, color="tab:grey",
+              label=f"pruned ({int((~keep).sum()):,})")
+    ax.stairs(kept_counts.numpy(), edges.numpy(), fill=True, color="tab:blue",
+              label=f"kept ({int(keep.sum()):,})")
+    ax.set_yscale("log")
+    ax.set_xlabel("score (ranking score of the method; ASLP: logit)")
+    ax.set_ylabel("weights")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.86)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pareto(points: list[tuple[float, float]], labels: list[str], path: pathlib.Path,
+           title: str = "test accuracy vs density") -> pathlib.Path:
+    """Scatter of (density, accuracy) per run, the Pareto front joined by a line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (d, a), label in zip(points, labels):
+        ax.scatter(100 * d, 100 * a)
+        ax.annotate(label, (100 * d, 100 * a), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    front = pareto_front(points)
+    ax.plot([100 * points[i][0] for i in front], [100 * points[i][1] for i in front],
+            color="black", lw=1, ls="--", label="Pareto front")
+    ax.set_xlabel("density (% of weights kept)")
+    ax.set_ylabel("test accuracy of the final subnetwork (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.92)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
