@@ -146,7 +146,10 @@ def test_option_flags_come_from_the_registry(capsys):
     for flag in ("--rescale", "--temperature", "--signed-constant", "--weight-init",
                  "--scale-fan", "--density"):
         assert flag in out, flag
-    assert "aslp, edge_popup, supermask" in out
+    listed = out[out.index("pruning method:"):].split()
+    for name in ("aslp", "edge_popup", "supermask", "snip", "synflow"):
+        assert f"{name}," in listed or name in listed, name
+    assert "fixed," not in listed and "fixed" not in listed
 
 
 def test_resume_after_interrupt_gives_identical_losses(tmp_path, capsys, monkeypatch):
@@ -285,3 +288,15 @@ def test_subprocess_bad_input_has_no_traceback(tmp_path):
     assert "\n" not in line and "aslp" in line
     assert line.startswith("sparseprune train: error: --method: unknown method 'nope'; available:")
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("method", ["snip", "synflow"])
+def test_train_prune_at_init(tmp_path, capsys, method):
+    # A pruning-at-init method runs through the same CLI: exact kept count, fixed mask.
+    out_dir = tmp_path / method
+    code, out, err = run(["train", "--method", method, "--density", "0.1", *QUICK,
+                          "--epochs", "1", "--out", out_dir], capsys)
+    assert code == 0, err
+    s = json.loads((out_dir / "final.json").read_text())["sparsity"]
+    assert s["kept"] == round(0.1 * 266_200)
+    assert (out_dir / "scores.png").is_file()

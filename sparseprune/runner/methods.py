@@ -45,7 +45,9 @@ def _prune_at_init_names() -> tuple[str, ...]:
 
 def available() -> dict[str, str]:
     """Every method the runner can train, name -> kind (``"mask"`` or ``"prune_at_init"``)."""
-    out = {name: "mask" for name in sp.methods.available()}
+    # A method without parameters of its own ("fixed") learns no mask: prune_at_init sets it.
+    out = {name: "mask" for name in sp.methods.available()
+           if sp.methods.create(name).parameter_names}
     out.update({name: "prune_at_init" for name in _prune_at_init_names() if name not in out})
     return out
 

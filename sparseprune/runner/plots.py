@@ -87,6 +87,10 @@ def score_histogram(scores: list[torch.Tensor], masks: list[torch.Tensor], path:
     plt = _pyplot()
     flat = torch.cat([s.detach().float().reshape(-1).cpu() for s in scores])
     keep = torch.cat([m.reshape(-1).cpu() for m in masks])
+    finite = flat.isfinite()  # a fixed mask ranks its pruned weights -inf: they have no score
+    flat, keep = flat[finite], keep[finite]
+    if flat.numel() == 0:
+        flat, keep = torch.zeros(1), torch.zeros(1, dtype=torch.bool)
     fig, ax = plt.subplots(figsize=(7, 4))
     lo, hi = torch.quantile(flat[::max(1, flat.numel() // 1_000_000)],
                             torch.tensor([0.001, 0.999])).tolist()
