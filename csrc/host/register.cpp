@@ -12,6 +12,8 @@ void register_device_impls(torch::Library& m) {
   m.impl("masked_linear_backward", &masked_linear_backward);
   m.impl("masked_conv2d", &masked_conv2d);
   m.impl("masked_conv2d_backward", &masked_conv2d_backward);
+  m.impl("reparam_weight", &reparam_weight);
+  m.impl("reparam_weight_backward", &reparam_weight_backward);
 }
 
 }  // namespace host
