@@ -216,3 +216,14 @@ def test_finalize_rules():
     # Density 1: the finalized model computes what the reparametrised one does.
     full = sp.finalize(copy.deepcopy(model), density=1.0)
     torch.testing.assert_close(full(x), model.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_runs_under_torch_compile_with_the_budget():
+    model = sp.convert(small_model(), "reparam")
+    budget = sp.budget.BudgetLoss(model, 0.5)
+    compiled = torch.compile(model)
+    x = torch.randn(4, 2, 6, 6)
+    for _ in range(2):
+        model.zero_grad()
+        (compiled(x).sum() + budget()).backward()
+    assert all(layer.t.grad is not None for _, layer in sp.masked_layers(model))
