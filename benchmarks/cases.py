@@ -124,3 +124,20 @@ def conv_step(kind: str, net: str = "conv4", batch: int = 64) -> Callable[[], No
         F.cross_entropy(model(x), y).backward()
         opt.step()
     return step
+
+
+def reparam(shape: tuple[int, ...], kind: str = "fused") -> Callable[[], None]:
+    """Budget-aware reparametrisation forward (w_hat and the sum of h) + backward (weight and t
+    gradients): the fused op, or autograd over the pure-PyTorch reference."""
+    fn = sp.functional.reparam_weight if kind == "fused" else reference.reparam_weight
+    weight = (torch.randn(shape) * 0.05).requires_grad_()
+    t = torch.tensor([30.0], requires_grad=True)
+    grad = torch.randn(shape)
+    got = sp.functional.reparam_weight(weight, t)
+    torch.testing.assert_close(got, reference.reparam_weight(weight, t), rtol=1e-5, atol=1e-6)
+
+    def run():
+        w_hat, h_sum = fn(weight, t, return_sum=True)
+        torch.autograd.backward([w_hat, h_sum], [grad, torch.ones_like(h_sum)])
+
+    return run

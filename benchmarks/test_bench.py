@@ -40,3 +40,8 @@ def test_mask_methods_fused(benchmark, isa, name):
 @pytest.mark.parametrize("kind", ["dense", "fused", "reference"])
 def test_conv4_step(benchmark, isa, kind):
     benchmark.pedantic(cases.conv_step(kind), rounds=10, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("kind", ["fused", "reference"])
+def test_reparam(benchmark, isa, kind):
+    benchmark.pedantic(cases.reparam((2048, 2048), kind), rounds=5, warmup_rounds=1)

@@ -47,6 +47,12 @@ TORCH_LIBRARY(sparseprune, m) {
       "Tensor? scale, int[2] stride, int[2] padding, int[2] dilation, int groups, str method, "
       "str rescale, float temperature, float density, Tensor rng, bool[5] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Budget-aware weight reparametrisation: (w_hat, sum of h) from the weight and the layer's
+  // scalar t, power = n; the sum is computed only when compute_sum is set (else empty).
+  m.def("reparam_weight(Tensor weight, Tensor t, int power, bool compute_sum) -> (Tensor, Tensor)");
+  m.def(
+      "reparam_weight_backward(Tensor grad, Tensor? grad_sum, Tensor weight, Tensor t, int power, "
+      "bool[2] output_mask) -> (Tensor, Tensor)");
   // The random stream itself: raw Philox words (int32 bit patterns) and logistic noise.
   m.def("philox_bits(int numel, int seed, int offset, Device device) -> Tensor");
   m.def("logistic_noise(int numel, int seed, int offset, Device device) -> Tensor");

@@ -13,7 +13,7 @@ Quick start::
 
 __version__ = "0.1.0"
 
-from . import functional, methods, nn, ops, reference  # noqa: E402
+from . import budget, functional, methods, nn, ops, reference  # noqa: E402
 from ._ext import (ExtensionError, build_info, compiled_cpu_isas, cpu_isa,  # noqa: E402
                    set_cpu_isa, supported_cpu_isas)
 from .convert import (convert, final_masks, finalize, mask_parameters,  # noqa: E402
@@ -25,7 +25,8 @@ from .serialize import load, save  # noqa: E402
 from .sparse import to_sparse  # noqa: E402
 
 __all__ = [
-    "convert", "finalize", "prune_at_init", "set_masks", "pruning", "final_masks", "mask_parameters", "masked_layers", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
-    "nn", "ops", "reference", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas", "supported_cpu_isas",
-    "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",
+    "convert", "finalize", "prune_at_init", "set_masks", "pruning", "final_masks", "mask_parameters",
+    "masked_layers", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
+    "nn", "ops", "reference", "budget", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas",
+    "supported_cpu_isas", "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",
 ]

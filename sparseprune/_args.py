@@ -67,6 +67,38 @@ def scope(value) -> str:
     return value
 
 
+def power(value) -> int:
+    """The reparametrisation exponent n: an integer in [1, 64]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise ValueError(f"power (the exponent n) must be an integer in [1, 64], got {value!r}")
+    return value
+
+
+def finite_number(name: str, value, *, minimum: Optional[float] = None,
+                  strict: bool = False) -> float:
+    """A finite real number, optionally >= minimum (> minimum when strict)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    bad = not math.isfinite(value) or (minimum is not None and (
+        value <= minimum if strict else value < minimum))
+    if bad:
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
+def hard_concrete(beta, gamma, zeta) -> tuple[float, float, float]:
+    """Hard-concrete temperature beta > 0 and stretch interval gamma < 0, zeta > 1."""
+    beta = finite_number("beta", beta, minimum=0.0, strict=True)
+    gamma = finite_number("gamma", gamma)
+    zeta = finite_number("zeta", zeta)
+    if not gamma < 0:
+        raise ValueError(f"gamma must be < 0 (exact zeros need it), got {gamma!r}")
+    if not zeta > 1:
+        raise ValueError(f"zeta must be > 1 (exact ones need it), got {zeta!r}")
+    return beta, gamma, zeta
+
+
 def mask_options(method_name: str, scale, rescale, density_value) -> tuple[str, str, float]:
     """Validates a method's rescale and density arguments; returns (method, rescale, density) as
     the ops take them ("none" for no rescale, density 1 where it does not apply). A scale without

@@ -33,7 +33,32 @@ def _register(name: str, differentiable: int, saved: tuple[int, ...]) -> None:
     torch.library.register_autograd(f"sparseprune::{name}", backward, setup_context=setup_context)
 
 
+def _register_reparam() -> None:
+    """reparam_weight(weight, t, power, compute_sum) -> (w_hat, sum of h): forward saves weight
+    and t only; backward recomputes h in the pass that computes both gradients."""
+    backward_op = torch.ops.sparseprune.reparam_weight_backward
+
+    def setup_context(ctx, inputs, output):
+        weight, t, power, compute_sum = inputs
+        ctx.save_for_backward(weight, t)
+        ctx.power, ctx.compute_sum = power, compute_sum
+
+    def backward(ctx, grad, grad_sum):
+        weight, t = ctx.saved_tensors
+        if grad is None:
+            grad = torch.zeros_like(weight)
+        if not ctx.compute_sum:
+            grad_sum = None
+        grad_weight, grad_t = backward_op(grad, grad_sum, weight, t, ctx.power,
+                                          list(ctx.needs_input_grad[:2]))
+        return grad_weight, grad_t, None, None
+
+    torch.library.register_autograd("sparseprune::reparam_weight", backward,
+                                    setup_context=setup_context)
+
+
 if _ext.available():
+    _register_reparam()
     # masked_weight(weight, scores, scale, method, rescale, temperature, density, rng)
     _register("masked_weight", 3, saved=(0, 1, 2))
     # masked_linear(input, weight, scores, bias, scale, method, ..., rng): bias needs no saving

@@ -17,11 +17,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+import math
+
 from . import _args, autograd, ops  # noqa: F401  (autograd registers the gradients)
-from .rng import next_rng
+from .rng import next_rng, seed_offset
 
 __all__ = ["aslp_weight", "supermask_weight", "edge_popup_weight", "masked_linear",
-           "masked_conv2d"]
+           "masked_conv2d", "reparam_weight", "hard_concrete_sample", "hard_concrete_gate",
+           "hard_concrete_nonzero_probability"]
 
 _NO_RNG = torch.zeros(2, dtype=torch.int64)  # Edge-Popup is deterministic
 
@@ -107,3 +110,62 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
     input, stride, padding, dilation = _args.conv_args(input, weight, stride, padding, dilation)
     return ops.masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups,
                              method, rescale, tau, density, _rng(method, generator))
+
+
+def reparam_weight(weight: Tensor, t: Tensor, *, power: int = 4, return_sum: bool = False):
+    """Budget-aware weight reparametrisation (Dupont et al., ICIP 2021): ``weight * h_t(weight)``
+    with ``h_t(x) = C1 * (exp(-1 / (|t x|^power + 1)) - C2)``, C1 = 1 / (1 - e^-1), C2 = e^-1, so
+    that ``h(0) = 0`` and ``h(+-inf) = 1``. ``t`` is a one-element float32 or float64 tensor (the
+    layer's learned pit width, initialised to 100 by the ``"reparam"`` method); ``power`` is the
+    integer n (default 4). Both ``weight`` and ``t`` get their exact gradients.
+
+    With ``return_sum`` returns ``(w_hat, h_sum)``: ``h_sum`` is the sum of h over the tensor (the
+    budget's cost, a 0-dim float32 tensor, float64 for float64 weights), computed in the same pass
+    and differentiable too.
+    """
+    _args.tensors({"weight": weight, "t": t})
+    w_hat, h_sum = ops.reparam_weight(weight, t, _args.power(power), bool(return_sum))
+    return (w_hat, h_sum) if return_sum else w_hat
+
+
+# ---- hard-concrete gates (Louizos et al., ICLR 2018; docs/METHODS.md 5) -------------------------
+# Plain PyTorch on the fused noise op: the logistic noise L of (seed, offset) is the same Philox
+# stream as the stochastic masks' (every ISA and CUDA give the same bits), and the few elementwise
+# ops after it are differentiated by autograd (the pathwise gradient of the paper).
+
+
+def _stretch(s: Tensor, gamma: float, zeta: float) -> Tensor:
+    return torch.clamp(s * (zeta - gamma) + gamma, 0.0, 1.0)
+
+
+def hard_concrete_sample(log_alpha: Tensor, *, beta: float = 2.0 / 3.0, gamma: float = -0.1,
+                         zeta: float = 1.1, generator: Optional[torch.Generator] = None) -> Tensor:
+    """A hard-concrete sample per gate: ``min(1, max(0, sigmoid((L + log_alpha) / beta) *
+    (zeta - gamma) + gamma))`` with L = log(u) - log(1 - u) the project's logistic noise of a fresh
+    ``[seed, offset]`` drawn from ``generator`` (element i of ``log_alpha`` in row-major order takes
+    Philox element i). The uniforms are ``(k + 0.5) 2^-23``, in (0, 1) as the paper's
+    ``U(eps, 1 - eps)``. Differentiable in ``log_alpha`` (0 where a gate is clipped)."""
+    _args.tensor("log_alpha", log_alpha)
+    beta, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
+    seed, offset = seed_offset(next_rng(generator))
+    noise = ops.logistic_noise(log_alpha.numel(), seed, offset, log_alpha.device)
+    noise = noise.reshape(log_alpha.shape).to(log_alpha.dtype)
+    return _stretch(torch.sigmoid((noise + log_alpha) / beta), gamma, zeta)
+
+
+def hard_concrete_gate(log_alpha: Tensor, *, beta: float = 2.0 / 3.0, gamma: float = -0.1,
+                       zeta: float = 1.1) -> Tensor:
+    """The deterministic test-time gate ``min(1, max(0, sigmoid(log_alpha) * (zeta - gamma) +
+    gamma))`` (0 when ``sigmoid(log_alpha) <= -gamma / (zeta - gamma)``, 1/12 by default)."""
+    _args.tensor("log_alpha", log_alpha)
+    _, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
+    return _stretch(torch.sigmoid(log_alpha), gamma, zeta)
+
+
+def hard_concrete_nonzero_probability(log_alpha: Tensor, *, beta: float = 2.0 / 3.0,
+                                      gamma: float = -0.1, zeta: float = 1.1) -> Tensor:
+    """``P(z != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta))`` per gate: the expected-L0
+    penalty's terms."""
+    _args.tensor("log_alpha", log_alpha)
+    beta, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
+    return torch.sigmoid(log_alpha - beta * math.log(-gamma / zeta))

@@ -52,6 +52,14 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
                                 list(dilation), groups, method, rescale, temperature, density, rng)
 
 
+def reparam_weight(weight: Tensor, t: Tensor, power: int,
+                   compute_sum: bool) -> tuple[Tensor, Tensor]:
+    """Budget-aware reparametrisation ``(w_hat, sum of h)`` with ``w_hat = weight * h_t(weight)``,
+    ``h_t(x) = C1 * (exp(-1 / (|t x|^power + 1)) - C2)``; the sum is a 0-dim float32 tensor
+    (float64 for float64 weights) when ``compute_sum``, else an empty one."""
+    return _op("reparam_weight")(weight, t, power, compute_sum)
+
+
 def philox_bits(numel: int, seed: int, offset: int, device: torch.device | str = "cpu") -> Tensor:
     """The raw Philox4x32-10 words of elements ``0 .. numel-1`` (int32 bit patterns)."""
     return _op("philox_bits")(numel, seed, offset, torch.device(device))
@@ -148,6 +156,22 @@ def _register_fakes() -> None:
                                 dilation, groups, method, rescale, temperature, density, rng,
                                 output_mask):
         return _mask_grads(input, weight, scores, scale, output_mask)
+
+    @fake("sparseprune::reparam_weight")
+    def _reparam_weight(weight, t, power, compute_sum):
+        torch._check_value(t.numel() == 1, lambda: (
+            "sparseprune::reparam_weight: t must hold exactly one element (the layer's learned "
+            f"width), got shape {list(t.shape)}"))
+        torch._check_value(t.device == weight.device, lambda: (
+            f"sparseprune::reparam_weight: t and weight must be on the same device, got "
+            f"{t.device} and {weight.device}"))
+        dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        return _empty_like(weight), weight.new_empty(() if compute_sum else (0,), dtype=dtype)
+
+    @fake("sparseprune::reparam_weight_backward")
+    def _reparam_weight_backward(grad, grad_sum, weight, t, power, output_mask):
+        return (_empty_like(weight) if output_mask[0] else None,
+                torch.empty_like(t) if output_mask[1] else None)
 
     @fake("sparseprune::philox_bits")
     def _philox_bits(numel, seed, offset, device):

@@ -29,7 +29,8 @@ from .select import select_top
 __all__ = ["philox4x32_10", "philox_bits", "uniform", "logistic_noise", "aslp_weight",
            "supermask_weight", "edge_popup_weight", "masked_linear", "masked_conv2d",
            "gumbel_softmax_weight", "bernoulli_dwr_weight", "kthvalue_weight",
-           "SeedPaperLayer", "seed_paper_copy"]
+           "SeedPaperLayer", "seed_paper_copy", "reparam_h", "reparam_weight",
+           "hard_concrete_sample"]
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
@@ -293,3 +294,35 @@ def sparse_conv2d(input: Tensor, values: Tensor, row_ptr: Tensor, indices: Tenso
     rows, cols = weight_shape[0], math.prod(weight_shape[1:])
     weight = to_dense(values, row_ptr, indices, format, rows, cols).view(weight_shape)
     return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+# ---- budget-aware weight reparametrisation (docs/METHODS.md 4) ---------------------------------
+
+_C2 = math.exp(-1.0)
+
+
+def reparam_h(weight: Tensor, t: Tensor, power: int = 4) -> Tensor:
+    """``h_t(x) = C1 * (exp(-1 / (|t x|^n + 1)) - C2)``, C1 = 1/(1 - e^-1), C2 = e^-1, by autograd."""
+    u = (t.to(weight.dtype) * weight).abs() ** _args.power(power)
+    return (torch.exp(-1.0 / (u + 1.0)) - _C2) * (1.0 / (1.0 - _C2))
+
+
+def reparam_weight(weight: Tensor, t: Tensor, *, power: int = 4, return_sum: bool = False):
+    """Same as :func:`sparseprune.functional.reparam_weight`, in plain PyTorch."""
+    _args.tensors({"weight": weight, "t": t})
+    h = reparam_h(weight, t, power)
+    w_hat = weight * h
+    if not return_sum:
+        return w_hat
+    return w_hat, h.sum(dtype=torch.float64 if weight.dtype == torch.float64 else torch.float32)
+
+
+def hard_concrete_sample(log_alpha: Tensor, *, beta: float = 2.0 / 3.0, gamma: float = -0.1,
+                         zeta: float = 1.1, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Same as :func:`sparseprune.functional.hard_concrete_sample`, with the float64 NumPy Philox
+    noise (the same draw from ``generator``)."""
+    beta, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
+    noise = logistic_noise(log_alpha.numel(), *seed_offset(next_rng(generator)))
+    noise = noise.reshape(log_alpha.shape).to(log_alpha.device, log_alpha.dtype)
+    s = torch.sigmoid((noise + log_alpha) / beta)
+    return torch.clamp(s * (zeta - gamma) + gamma, 0.0, 1.0)

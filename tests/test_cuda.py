@@ -9,7 +9,7 @@ from sparseprune import ops
 from sparseprune.rng import rng_state
 
 OPS = ["masked_weight", "masked_weight_backward", "masked_linear", "masked_linear_backward",
-       "masked_conv2d", "masked_conv2d_backward"]
+       "masked_conv2d", "masked_conv2d_backward", "reparam_weight", "reparam_weight_backward"]
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -53,3 +53,19 @@ def test_masked_layers_train_on_cuda():
                        rescale="smart").cuda()
     model(torch.randn(2, 3, 8, 8, device="cuda")).sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_reparam_weight_matches_cpu(dtype):
+    weight, grad = (torch.randn(37, 211) * 0.05).to(dtype), torch.randn(37, 211).to(dtype)
+
+    def run(device):
+        w = weight.to(device).requires_grad_()
+        t = torch.tensor([30.0], device=device, requires_grad=True)
+        w_hat, h_sum = sp.functional.reparam_weight(w, t, return_sum=True)
+        ((w_hat * grad.to(device)).sum() + 0.5 * h_sum).backward()
+        return [x.cpu() for x in (w_hat, h_sum, w.grad, t.grad)]
+
+    for a, b in zip(run("cpu"), run("cuda")):
+        assert torch.equal(a, b)

@@ -24,6 +24,12 @@ void topk_count_ties(const TopkParams& p, int64_t* per_tile, int device);
 void topk_forward(const TopkParams& p, int device);
 void topk_backward(const TopkParams& p, int device);
 
+// Weight reparametrisation: forward (w_hat, per-tile sums of h) and backward (grad_weight,
+// per-tile dLoss/dt terms); when p.partials is set they are also summed in tile order into
+// *p.total on the device.
+void reparam_forward(const ReparamParams& p, int device);
+void reparam_backward(const ReparamParams& p, int device);
+
 void noise(const NoiseParams& p, int device);
 
 // Sparse inference (csrc/cuda/sparse.cu): y = W x, and Y = W X for p.batch problems.

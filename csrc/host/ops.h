@@ -61,6 +61,14 @@ at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& values,
                          const OptTensor& bias, std::string format, at::IntArrayRef weight_shape,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                          int64_t groups);
+// Weight reparametrisation (include/sparseprune/reparam.h): -> (w_hat, sum of h); the sum is a
+// 0-dim float32 tensor (float64 for float64 weights), or empty when compute_sum is false.
+std::tuple<at::Tensor, at::Tensor> reparam_weight(const at::Tensor& weight, const at::Tensor& t,
+                                                  int64_t power, bool compute_sum);
+// -> (grad_weight, grad_t), each undefined unless output_mask asks for it.
+std::tuple<at::Tensor, at::Tensor> reparam_weight_backward(
+    const at::Tensor& grad, const std::optional<at::Tensor>& grad_sum, const at::Tensor& weight,
+    const at::Tensor& t, int64_t power, std::array<bool, 2> output_mask);
 
 at::Tensor philox_bits(int64_t numel, int64_t seed, int64_t offset, at::Device device);
 at::Tensor logistic_noise(int64_t numel, int64_t seed, int64_t offset, at::Device device);

@@ -15,6 +15,8 @@ void register_device_impls(torch::Library& m) {
   // Sparse inference.
   m.impl("sparse_linear", &sparse_linear);
   m.impl("sparse_conv2d", &sparse_conv2d);
+  m.impl("reparam_weight", &reparam_weight);
+  m.impl("reparam_weight_backward", &reparam_weight_backward);
 }
 
 }  // namespace host

@@ -53,6 +53,13 @@ class MaskMethod(ABC):
         """Scores whose largest entries are kept when a final density is imposed."""
         return layer.scores
 
+    def budget_mass(self, layer: "MaskedLayer") -> Tensor:
+        """The layer's differentiable expected number of kept weights, the cost C that
+        :class:`sparseprune.budget.BudgetLoss` drives to its target. Methods whose density is not
+        learned (fixed by an option or a rule) have none."""
+        raise TypeError(f"method {self.name!r} has no learned density for a budget loss "
+                        "(it is fixed by the method's options)")
+
     @torch.no_grad()
     def final_weight(self, layer: "MaskedLayer", mask: Tensor | None = None) -> Tensor:
         """The weight the finalized layer carries: kept weights times :meth:`final_scale`, 0 elsewhere."""

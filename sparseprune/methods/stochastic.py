@@ -65,6 +65,13 @@ class StochasticMethod(MaskMethod):
                                **self._fused_options())
         return layer.dense(input, self.final_weight(layer))
 
+    def budget_mass(self, layer: "MaskedLayer") -> Tensor:
+        """The expected number of kept weights, ``sum(sigmoid(scores))`` (in float32 at least)."""
+        scores = layer.scores
+        if scores.dtype not in (torch.float32, torch.float64):
+            scores = scores.float()
+        return torch.sigmoid(scores).sum()
+
     def final_mask(self, layer: "MaskedLayer") -> Tensor:
         return layer.scores.detach() >= 0  # keep when sigmoid(scores) >= 1/2
 

@@ -60,6 +60,25 @@ struct TopkParams {
   void* grad_weight = nullptr;
 };
 
+// Weight reparametrisation (reparam.h): w_hat = w * h_t(w) over a weight-shaped tensor. t and the
+// gradient of the sum of h are one double each on the device (the host converts them).
+struct ReparamParams {
+  int64_t numel = 0;
+  int32_t power = 4;  // n >= 1
+  DType weight_dtype = DType::kFloat32;
+  const void* weight = nullptr;
+  const double* t = nullptr;
+  void* w_hat = nullptr;  // forward output
+
+  const void* grad = nullptr;        // dLoss/dw_hat, weight dtype (backward)
+  const double* grad_sum = nullptr;  // dLoss/d(sum of h); nullptr means 0
+  void* grad_weight = nullptr;       // weight dtype; nullptr: not requested
+
+  // Per-tile partial sums, in tile order: the forward's sum of h, the backward's dLoss/dt terms.
+  double* partials = nullptr;
+  double* total = nullptr;  // CUDA: the partials summed in tile order (no host sync)
+};
+
 // One radix-select step: count the keys whose bits above `shift + 11` equal `prefix`, by the
 // 11-bit digit at `shift` (2048 bins; `prefix_shift` = shift + 11, 32 meaning no prefix).
 struct DigitHistogram {
