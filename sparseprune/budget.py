@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _args
-from .convert import SCOPES, final_masks, masked_layers
+from .convert import final_masks, masked_layers
 
 __all__ = ["BudgetLoss", "final_densities", "l0_penalty"]
 
@@ -68,10 +68,8 @@ class BudgetLoss(nn.Module):
     def __init__(self, model: nn.Module, density: float, *, scope: str = "global",
                  min_layer_density: float = 0.0, strength: float = 1.0):
         super().__init__()
-        if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         self.density = _args.density(density)
-        self.scope = scope
+        self.scope = _args.scope(scope)
         self.min_layer_density = _args.finite_number("min_layer_density", min_layer_density,
                                                      minimum=0.0)
         if self.min_layer_density > 1:
