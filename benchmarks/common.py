@@ -8,6 +8,7 @@ are what carry over.
 from __future__ import annotations
 
 import os
+import pathlib
 import platform
 import statistics
 import time
@@ -67,6 +68,20 @@ def mask_floor_seconds(numel: int, bytes_per_second: float) -> float:
     forward reads scores and weight and writes the masked weight (12 B per weight), backward reads
     its gradient, scores and weight and writes the score gradient (16 B)."""
     return (12 + 16) * numel / bytes_per_second
+
+
+def write_between_markers(path, markers: tuple[str, str], text: str) -> None:
+    """Replace what stands between the two marker lines of ``path`` (a README table) with
+    ``text``; a file without both markers is left alone."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return
+    content = path.read_text()
+    start, end = markers
+    if start in content and end in content:
+        head, rest = content.split(start, 1)
+        _, tail = rest.split(end, 1)
+        path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def cpu_model() -> str:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import common  # noqa: E402
 import sparseprune as sp  # noqa: E402
 from sparseprune.data import load_idx_dataset, loader  # noqa: E402
 from sparseprune.models import build_model, kaiming_normal_  # noqa: E402
@@ -212,17 +213,11 @@ def markdown(doc: dict, per_layer: bool = True) -> str:
 
 def update_readme(doc: dict) -> None:
     """Put the accuracy / scoring-time tables between the README's markers."""
-    text = README.read_text()
-    start, end = MARKERS
-    if start not in text or end not in text:
-        return
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
     body = markdown(doc, per_layer=False).split("\n", 2)[2].strip()  # without the title
     body = body.replace("\n## ", "\n### ")
     body += ("\n\nPer-layer densities: `benchmarks/results/prune_at_init.md`; "
              "numbers: `prune_at_init.json`.")
-    README.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+    common.write_between_markers(README, MARKERS, body)
 
 
 def parse_epochs(items: list[str]) -> dict[str, int]:

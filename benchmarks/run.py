@@ -125,14 +125,7 @@ def targets_line(r: dict) -> str:
 
 
 def update_readme(table: str) -> None:
-    if not README.exists():
-        return
-    text = README.read_text()
-    start, end = MARKERS
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        README.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+    common.write_between_markers(README, MARKERS, table)
 
 
 def main(argv=None) -> None:
