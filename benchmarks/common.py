@@ -7,6 +7,7 @@ are what carry over.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import platform
@@ -82,6 +83,19 @@ def write_between_markers(path, markers: tuple[str, str], text: str) -> None:
         head, rest = content.split(start, 1)
         _, tail = rest.split(end, 1)
         path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
+def save_results(results_dir, stem: str, results: dict, table: str, readme=None,
+                 markers: tuple[str, str] = ("", "")) -> None:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``results_dir`` and, when ``readme`` is
+    given, the table between its markers; then print the table."""
+    results_dir = pathlib.Path(results_dir)
+    results_dir.mkdir(exist_ok=True)
+    (results_dir / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    (results_dir / f"{stem}.md").write_text(table + "\n")
+    if readme is not None:
+        write_between_markers(readme, markers, table)
+    print(table)
 
 
 def cpu_model() -> str:

@@ -124,10 +124,6 @@ def targets_line(r: dict) -> str:
             f"(SR ≤ DWR). T6 Edge-Popup selection: {t6:.1f}× faster than kthvalue (≥ 5).")
 
 
-def update_readme(table: str) -> None:
-    common.write_between_markers(README, MARKERS, table)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,12 +134,8 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     results = run(args.size, args.repeat)
     table = markdown(results)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
-    (RESULTS / "latest.md").write_text(table + "\n")
-    if not args.no_readme:
-        update_readme(table)
-    print(table)
+    common.save_results(RESULTS, "latest", results, table,
+                        None if args.no_readme else README, MARKERS)
 
 
 if __name__ == "__main__":

@@ -151,10 +151,6 @@ def targets(layer_rows: list[dict]) -> list[str]:
     return out
 
 
-def update_readme(table: str) -> None:
-    common.write_between_markers(README, MARKERS, table)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,12 +179,8 @@ def main(argv=None) -> None:
     if args.smoke:
         print(table)
         return
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sparse.json").write_text(json.dumps(results, indent=2))
-    (RESULTS / "sparse.md").write_text(table + "\n")
-    if not args.no_readme:
-        update_readme(table)
-    print(table)
+    common.save_results(RESULTS, "sparse", results, table,
+                        None if args.no_readme else README, MARKERS)
 
 
 if __name__ == "__main__":
