@@ -16,7 +16,6 @@ best one.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 

@@ -16,7 +16,6 @@ and the README's table.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 from typing import Callable
