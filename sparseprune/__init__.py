@@ -23,10 +23,11 @@ from . import pruning  # noqa: E402
 from .pruning import prune_at_init, set_masks  # noqa: E402
 from .serialize import load, save  # noqa: E402
 from .sparse import to_sparse  # noqa: E402
+from . import schedules  # noqa: E402
 
 __all__ = [
     "convert", "finalize", "prune_at_init", "set_masks", "pruning", "final_masks", "mask_parameters",
     "masked_layers", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
     "nn", "ops", "reference", "budget", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas",
-    "supported_cpu_isas", "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",
+    "supported_cpu_isas", "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load", "schedules",
 ]

@@ -1,6 +1,7 @@
-"""Exact top-k selection across tensors, with deterministic tie-breaking, and the kept counts a
-density implies: the one implementation behind ``finalize(density=...)``, Edge-Popup's final
-mask and :func:`sparseprune.prune_at_init`."""
+"""Exact top-k selection across tensors, with deterministic tie-breaking, the kept counts a
+density implies, and the density schedules of iterative pruning: the one implementation behind
+``finalize(density=...)``, Edge-Popup's final mask, :func:`sparseprune.prune_at_init` and the
+train-prune-retrain rounds."""
 
 from __future__ import annotations
 
@@ -115,3 +116,32 @@ def _pick(scores: list[Tensor], scope: str, total: int, per_layer: list[int], *,
             if floor:
                 s.masked_fill_(top_k_masks([s], min(floor, s.numel()))[0], math.inf)
     return top_k_masks(scores, total)
+
+
+# Density schedules of iterative pruning (METHODS.md 9.3, 9.4; magnitude pruning's rounds).
+SCHEDULES = ("exponential", "linear")
+
+
+def densities(density: float, iterations: int, schedule: str = "exponential") -> list[float]:
+    """The fraction of weights kept after each of ``iterations`` pruning steps, ending at
+    ``density``.
+
+    ``"exponential"``: ``d_t = density ** (t / T)``; ``"linear"``:
+    ``d_t = 1 - t (1 - density) / T``, for t = 1..T (SynFlow's ``(e + 1) / E`` for
+    e = 0..E-1 and FORCE's ``t / T``: the same numbers). The last entry is ``density`` itself,
+    exactly (``1 - (1 - d)`` may differ from ``d`` in the last bit, which could move
+    ``round(d * N)``).
+    """
+    density = _args.density(density)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, "
+                         f"got {schedule!r}")
+    steps = range(1, iterations + 1)
+    if schedule == "exponential":
+        out = [density ** (t / iterations) for t in steps]
+    else:
+        out = [1.0 - t * (1.0 - density) / iterations for t in steps]
+    out[-1] = float(density)
+    return out

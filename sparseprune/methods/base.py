@@ -26,6 +26,9 @@ class MaskMethod(ABC):
     name: ClassVar[str] = ""
     # The parameters attach() registers on the layer (see sparseprune.mask_parameters).
     parameter_names: ClassVar[tuple[str, ...]] = ("scores",)
+    # False for a mask that something else sets ("fixed": prune_at_init, set_masks); the
+    # experiment runner offers only the methods that prune on their own.
+    standalone: ClassVar[bool] = True
 
     def options(self) -> dict[str, Any]:
         """The options this instance was created with (for ``repr`` and run configs)."""

@@ -35,6 +35,7 @@ class FixedMask(MaskMethod):
 
     name = "fixed"
     parameter_names = ()
+    standalone = False
 
     def __init__(self) -> None:  # no options
         pass

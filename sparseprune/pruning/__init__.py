@@ -5,7 +5,7 @@ section 9."""
 from .args import METHODS, prunable_layers
 from .masks import set_masks
 from .prune_at_init import compute_masks, compute_scores, prune_at_init
-from .schedules import SCHEDULES, densities
+from ..select import SCHEDULES, densities
 
 __all__ = ["prune_at_init", "compute_masks", "compute_scores", "set_masks", "prunable_layers",
            "densities", "METHODS", "SCHEDULES"]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .. import _args
 from ..convert import Filter, convertible_layers
 from .batches import BatchStream
-from .schedules import SCHEDULES
+from ..select import SCHEDULES
 from .scores import GRASP_SAMPLES_PER_CLASS, SCORERS, Context, Scorer
 
 METHODS = tuple(SCORERS)  # "snip", "grasp", "synflow", "iter_snip", "force", "random", "magnitude"

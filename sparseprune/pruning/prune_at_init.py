@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..convert import Filter, convert
 from . import args
 from .masks import set_masks
-from .schedules import densities
+from ..select import densities
 from .scores import Scorer
 from .selection import select_masks, warn_empty_layers
 

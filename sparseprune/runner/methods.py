@@ -45,9 +45,8 @@ def _prune_at_init_names() -> tuple[str, ...]:
 
 def available() -> dict[str, str]:
     """Every method the runner can train, name -> kind (``"mask"`` or ``"prune_at_init"``)."""
-    # A method without parameters of its own ("fixed") learns no mask: prune_at_init sets it.
-    out = {name: "mask" for name in sp.methods.available()
-           if sp.methods.create(name).parameter_names}
+    # "fixed" prunes nothing on its own: prune_at_init sets its mask.
+    out = {name: "mask" for name in sp.methods.available() if _method_class(name).standalone}
     out.update({name: "prune_at_init" for name in _prune_at_init_names() if name not in out})
     return out
 
