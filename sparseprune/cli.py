@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 PROG = "sparseprune"
 
 TRAIN_FLAGS = ("method", "model", "dataset", "opt", "batch_size", "steps_per_epoch", "lr", "group_lr", "density",
-               "density_scope", "seed", "out", "val_fraction", "augment", "select", "init",
+               "density_scope", "budget_strength", "seed", "out", "val_fraction", "augment", "select", "init",
                "data_dir", "download", "threads", "overwrite")
 RESUMABLE = ("epochs", "patience", "max_minutes")
 
@@ -101,10 +101,14 @@ def _train_parser(sub) -> None:
                         "option's own flag below (--rescale smart)")
     g.add_argument("--density", type=_float,
                    help="fraction of weights the final subnetwork keeps, in (0, 1]; a method with "
-                        "a density option (edge_popup) trains with it, for the others (aslp, "
-                        "supermask) the final top-k by score keeps exactly it")
+                        "a density option (edge_popup, magnitude) trains with it; methods with a "
+                        "learned density (aslp, supermask, reparam, hard_concrete) train toward "
+                        "it with a budget loss and the final top-k by score keeps exactly it")
     g.add_argument("--density-scope", choices=("global", "local"),
                    help="impose --density over all layers together (default) or per layer")
+    g.add_argument("--budget-strength", type=_float, metavar="LAMBDA",
+                   help="weight of the budget loss toward --density (default 1; 0: none, the "
+                        "final top-k alone imposes the density)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=_int, help="epochs (default 10)")
     g.add_argument("--batch-size", type=_int, help="batch size (default 256)")

@@ -133,7 +133,7 @@ def test_option_flags_come_from_the_registry(capsys):
 
     options = M.option_defaults()
     assert options["rescale"] == {"aslp": None, "supermask": None}
-    assert options["density"] == {"edge_popup": 0.5}
+    assert options["density"] == {"edge_popup": 0.5, "magnitude": None}
     assert options["signed_constant"] == {"aslp": False, "supermask": False}
     parser = cli.build_parser()
     args = parser.parse_args(["train", "--method", "aslp", "--rescale", "none",

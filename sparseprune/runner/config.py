@@ -41,6 +41,7 @@ class RunConfig:
     group_lr: dict[str, float] = field(default_factory=dict)  # --group-lr NAME=LR
     density: Optional[float] = None       # fraction of weights kept by the final subnetwork
     density_scope: str = "global"
+    budget_strength: float = 1.0          # lambda of the budget loss toward --density; 0 = none
     seed: int = 0
     val_fraction: float = 0.1
     augment: bool = False
@@ -147,6 +148,9 @@ def validate(config: RunConfig) -> None:
     if config.density_scope not in SCOPES:
         raise ConfigError(f"--density-scope must be one of {', '.join(SCOPES)}, "
                           f"got {config.density_scope!r}")
+    b = config.budget_strength
+    if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b < 0:
+        raise ConfigError(f"--budget-strength must be a finite number >= 0, got {b!r}")
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
         raise ConfigError(f"--seed must be an integer >= 0, got {config.seed!r}")
     v = config.val_fraction

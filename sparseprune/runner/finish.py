@@ -65,7 +65,7 @@ def finish(s: Session, *, log: Log = echo) -> dict:
     final = {
         "method": c.method, "label": describe(c), "options": c.options, "model": c.model,
         "dataset": c.dataset, "seed": c.seed,
-        "epochs_run": st.epoch, "epochs_configured": c.epochs, "selected_epoch": selected,
+        "epochs_run": st.epoch, "epochs_configured": methods.total_epochs(c), "selected_epoch": selected,
         "stop_reason": st.stop_reason,
         "test_acc": test_acc, "test_loss": test_loss,
         "masked_model_test_acc": masked_acc,  # eval mode before finalize: should equal test_acc

@@ -43,11 +43,18 @@ def _prune_at_init_names() -> tuple[str, ...]:
     return tuple(published) if published else PRUNE_AT_INIT_NAMES
 
 
+def _prune_at_init_cli() -> dict[str, str]:
+    """CLI name -> prune_at_init name. A name that a mask method also has gets ``_init``
+    (``magnitude_init``: magnitude at initialisation; ``magnitude``: Han et al.'s rounds)."""
+    masks = set(sp.methods.available())
+    return {(name + "_init" if name in masks else name): name for name in _prune_at_init_names()}
+
+
 def available() -> dict[str, str]:
     """Every method the runner can train, name -> kind (``"mask"`` or ``"prune_at_init"``)."""
     # "fixed" prunes nothing on its own: prune_at_init sets its mask.
     out = {name: "mask" for name in sp.methods.available() if _method_class(name).standalone}
-    out.update({name: "prune_at_init" for name in _prune_at_init_names() if name not in out})
+    out.update({name: "prune_at_init" for name in _prune_at_init_cli()})
     return out
 
 
@@ -119,6 +126,25 @@ def mask_options(method: str, options: dict[str, Any], density: Optional[float])
     return kwargs
 
 
+def takes_density(method: str) -> bool:
+    """Whether ``--density`` goes to the method's constructor (else finalize imposes it)."""
+    return kind_of(method) == "mask" and _accepts_density(method)
+
+
+def rounds(config) -> int:
+    """Pruning rounds of an iterative method (magnitude, lottery): its ``rounds`` option; else 0."""
+    if kind_of(config.method) != "mask" \
+            or not issubclass(_method_class(config.method), sp.methods.iterative.IterativeMask):
+        return 0
+    default = inspect.signature(_method_class(config.method).__init__).parameters["rounds"].default
+    return int(config.options.get("rounds", default))
+
+
+def total_epochs(config) -> int:
+    """Epochs of the whole run: ``--epochs`` per round, rounds + 1 rounds for iterative methods."""
+    return config.epochs * (rounds(config) + 1)
+
+
 def check(method: str, options: dict[str, Any], density: Optional[float]) -> None:
     """Validate ``--method``, ``--opt`` and ``--density`` together, before any data is loaded."""
     kind = kind_of(method)
@@ -150,7 +176,7 @@ def apply(model: nn.Module, method: str, options: dict[str, Any], *, density: Op
     if kind_of(method) == "mask":
         return sp.convert(model, method, **mask_options(method, options, density))
     try:
-        return _prune_at_init()(model, method, density=density, data=data,
+        return _prune_at_init()(model, _prune_at_init_cli()[method], density=density, data=data,
                                 loss_fn=F.cross_entropy, **options)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"--method {method}: {exc}") from exc

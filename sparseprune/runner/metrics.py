@@ -11,6 +11,7 @@ import statistics
 from typing import Any, Iterable, Optional
 
 from .config import ConfigError, RunConfig
+from .methods import total_epochs
 
 METRICS = "metrics.csv"
 FINAL = "final.json"
@@ -110,10 +111,10 @@ def format_run(directory: pathlib.Path) -> str:
     history = read_metrics(directory)
     lines = [f"run: {directory}",
              f"{describe(config)} on {config.model} / {config.dataset}, seed {config.seed}, "
-             f"batch {config.batch_size}, {config.epochs} epochs configured"]
+             f"batch {config.batch_size}, {total_epochs(config)} epochs configured"]
     if final is None:
         done = int(history[-1]["epoch"]) if history else 0
-        lines.append(f"unfinished: {done} of {config.epochs} epochs recorded; continue with "
+        lines.append(f"unfinished: {done} of {total_epochs(config)} epochs recorded; continue with "
                      f"`sparseprune train --resume {directory}`")
         if history:
             last = history[-1]

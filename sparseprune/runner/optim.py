@@ -50,8 +50,21 @@ DEFAULTS: dict[str, TrainSpec] = {
     "edge_popup": TrainSpec({"scores": 0.1}, weight_decay=1e-4, schedule="cosine",
                             source="METHODS.md 3.4 (hidden-networks small-scale configs)"),
 }
+# Weights trained with the masks (Adam; the rates of the papers' small nets).
+DEFAULTS.update({
+    "lottery": TrainSpec({"weights": 1.2e-3}, optimizer="adam",
+                         source="METHODS.md 8.2 (F&C LeNet-300-100: Adam 1.2e-3, per round)"),
+    "magnitude": TrainSpec({"weights": 1.2e-3}, optimizer="adam", weight_decay=1e-4,
+                           source="METHODS.md 7 (L2 during training and retraining; the lr is "
+                                  "unconfirmed: F&C's LeNet rate)"),
+    "reparam": TrainSpec({"weights": 1e-3, "t": 1.0}, optimizer="adam",
+                         source="METHODS.md 4.3 (unconfirmed; t needs its own, larger rate)"),
+    "hard_concrete": TrainSpec({"weights": 1e-3, "log_alpha": 1e-2}, optimizer="adam",
+                               source="METHODS.md 5.5 (Adam 1e-3; log_alpha 1e-2 so a short "
+                                      "run reaches its budget)"),
+})
 # Pruning at initialisation trains the remaining weights with the mask fixed.
-for _name in ("snip", "grasp", "synflow", "iter_snip", "force", "random", "magnitude"):
+for _name in ("snip", "grasp", "synflow", "iter_snip", "force", "random", "magnitude_init"):
     DEFAULTS[_name] = TrainSpec({"weights": 0.1}, weight_decay=1e-4, schedule="cosine",
                                 init="kaiming_normal",
                                 source="common small-scale setting; METHODS.md section 9")

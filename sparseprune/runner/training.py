@@ -33,6 +33,7 @@ from ..models import build_model
 from . import checkpoint as ckpt
 from . import methods
 from .config import ConfigError, RunConfig, validate
+from .hooks import TrainingHooks
 from .metrics import write_metrics
 from .optim import build_optimizer, init_weights
 
@@ -65,6 +66,11 @@ class Session:
     groups: list[str]
     augment: Optional[Augment]
     state: ckpt.TrainState
+    hooks: TrainingHooks
+
+    @property
+    def total_epochs(self) -> int:
+        return self.hooks.total_epochs
 
 
 def one_line(message: str) -> str:
@@ -115,9 +121,10 @@ def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True) 
     sample = D.loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
     model = methods.apply(model, config.method, config.options, density=config.density,
                           data=sample)
+    hooks = TrainingHooks(model, config)  # before any step: the budget measures C_initial
     optimizer, scheduler, groups = build_optimizer(model, config)
     return Session(config, pathlib.Path(directory), splits, model, optimizer, scheduler, groups,
-                   _augment(config, splits), ckpt.TrainState())
+                   _augment(config, splits), ckpt.TrainState(), hooks)
 
 
 @torch.no_grad()
@@ -152,7 +159,7 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
     aug_gen = torch.Generator().manual_seed(seed + 500_009)
     total_loss, correct, seen, times = 0.0, 0, 0, []
     bar = tqdm(itertools.islice(batches, total), total=total,
-               desc=f"epoch {epoch}/{s.config.epochs}", leave=False, dynamic_ncols=True,
+               desc=f"epoch {epoch}/{s.total_epochs}", leave=False, dynamic_ncols=True,
                mininterval=0.5, disable=(not progress) if progress is not None else None)
     for step, (x, y) in enumerate(bar):
         if s.augment is not None:
@@ -160,9 +167,11 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
         start = time.perf_counter()
         logits = s.model(x)
         loss = F.cross_entropy(logits, y)
+        extra = s.hooks.extra_loss()
         s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if extra is None else loss + extra).backward()
         s.optimizer.step()
+        s.hooks.after_step()
         times.append(time.perf_counter() - start)
         value = loss.item()
         if not math.isfinite(value):
@@ -221,15 +230,16 @@ def prepare_directory(directory: pathlib.Path, overwrite: bool) -> None:
 
 
 def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
-    """Train from ``s.state.epoch + 1`` to ``config.epochs`` with checkpoints and early stopping."""
-    c, st = s.config, s.state
+    """Train from ``s.state.epoch + 1`` to the last epoch with checkpoints, early stopping and
+    the methods' pruning rounds."""
+    c, st, total = s.config, s.state, s.total_epochs
     has_val = len(s.splits.val) > 0
     budget = c.max_minutes * 60 if c.max_minutes else math.inf
     session_start, wall_before = time.perf_counter(), st.wall_seconds
     spent: list[float] = []  # this session's epochs: the time budget is per session
-    for epoch in range(st.epoch + 1, c.epochs + 1):
+    for epoch in range(st.epoch + 1, total + 1):
         if spent and sum(spent) + spent[-1] > budget:
-            st.stop_reason = (f"time budget: stopped after {st.epoch} of {c.epochs} epochs "
+            st.stop_reason = (f"time budget: stopped after {st.epoch} of {total} epochs "
                               f"(--max-minutes {c.max_minutes:g})")
             log(st.stop_reason)
             break
@@ -251,12 +261,16 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
         if s.scheduler is not None:
             s.scheduler.step()
         val = f"{100 * row['val_acc']:.2f} %" if has_val else "-"
-        log(f"epoch {epoch:3d}/{c.epochs}  loss {row['train_loss']:.4f}  "
+        log(f"epoch {epoch:3d}/{total}  loss {row['train_loss']:.4f}  "
             f"train acc {100 * row['train_acc']:.2f} %  val acc {val}  "
             f"density {row['density']:.4f}  ({seconds:.1f} s){'  *' if improved else ''}")
         if c.patience and st.stale >= c.patience:
             st.stop_reason = (f"early stopping: val accuracy did not improve for {c.patience} "
                               f"epochs (best {100 * st.best_val:.2f} % at epoch {st.best_epoch})")
+        pruned = s.hooks.end_of_epoch(epoch, s.optimizer)
+        if pruned:
+            log(pruned)
+            st.best_val, st.stale = float("-inf"), 0  # the final model comes from the last round
         st.wall_seconds = wall_before + time.perf_counter() - session_start
         ckpt.save(s.directory, s.model, s.optimizer, s.scheduler, st)
         write_metrics(s.directory, st.history)
@@ -306,11 +320,11 @@ def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ConfigError(f"--resume {directory}: {one_line(exc)}") from exc
     if s.state.stop_reason.startswith("time budget") or patience is not None \
-            or (epochs is not None and epochs > s.state.epoch):
+            or (epochs is not None and s.total_epochs > s.state.epoch):
         s.state.stop_reason = ""  # a new session has its own budget; more epochs continue a run
     s.state.wall_seconds += time.perf_counter() - setup
     config.save(directory)
-    log(f"resuming {directory} after epoch {s.state.epoch} of {config.epochs}")
+    log(f"resuming {directory} after epoch {s.state.epoch} of {s.total_epochs}")
     if not s.state.stop_reason:
         fit(s, progress=progress, log=log)
     return s

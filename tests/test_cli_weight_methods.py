@@ -1,0 +1,95 @@
+"""The runner with the weight-training methods: pruning rounds (lottery, magnitude), the budget
+loss toward --density (reparam, hard_concrete), and their CLI names, on the synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sparseprune.runner import training as train_module
+
+from test_cli import QUICK, losses, run
+
+
+def final(directory):
+    return json.loads((directory / "final.json").read_text())
+
+
+def test_lottery_rounds_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "lth"
+    code, stdout, err = run(["train", "--method", "lottery", *QUICK, "--epochs", "1",
+                             "--rounds", "2", "--output-rate", "0.5", "--out", out], capsys)
+    assert code == 0, err
+    assert "pruning round 1/2" in stdout and "pruning round 2/2" in stdout
+    assert [row[0] for row in losses(out)] == ["1", "2", "3"]  # rounds 0, 1, 2
+    f = final(out)
+    assert f["epochs_configured"] == 3 and f["selected_epoch"] == 3  # best of the last round
+    kept = {layer["name"]: layer["kept"] for layer in f["sparsity"]["layers"]}
+    assert kept == {"classifier.0": round(235_200 * 0.8 ** 2), "classifier.2": round(30_000 * 0.8 ** 2),
+                    "classifier.4": round(1_000 * 0.5 ** 2)}
+    assert f["test_acc"] == f["masked_model_test_acc"]
+
+
+def test_lottery_resume_mid_schedule_gives_identical_losses(tmp_path, capsys, monkeypatch):
+    args = ["train", "--method", "lottery", *QUICK, "--epochs", "1", "--rounds", "2",
+            "--rewind-step", "2"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert run([*args, "--out", whole], capsys)[0] == 0
+    real = train_module.train_epoch
+
+    def interrupted(s, epoch, progress):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real(s, epoch, progress)
+
+    monkeypatch.setattr(train_module, "train_epoch", interrupted)
+    assert run([*args, "--out", cut], capsys)[0] == 130
+    monkeypatch.setattr(train_module, "train_epoch", real)
+    code, stdout, err = run(["train", "--resume", cut, "--no-progress"], capsys)
+    assert code == 0, err
+    assert losses(cut) == losses(whole)
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(cut / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_magnitude_density_rounds_and_magnitude_at_init(tmp_path, capsys):
+    code, stdout, err = run(["train", "--method", "magnitude", *QUICK, "--epochs", "1",
+                             "--rounds", "2", "--density", "0.1", "--out", tmp_path / "han"],
+                            capsys)
+    assert code == 0, err
+    assert final(tmp_path / "han")["sparsity"]["kept"] == round(0.1 * 266_200)
+    # Magnitude pruning at initialisation keeps its place under another CLI name.
+    code, stdout, err = run(["train", "--method", "magnitude_init", *QUICK, "--epochs", "1",
+                             "--density", "0.1", "--out", tmp_path / "init"], capsys)
+    assert code == 0, err
+    assert final(tmp_path / "init")["sparsity"]["kept"] == round(0.1 * 266_200)
+
+
+@pytest.mark.parametrize("method", ["reparam", "hard_concrete"])
+def test_budget_loss_drives_learned_density(method, tmp_path, capsys):
+    """With --density, the learned-density methods train with the budget term: the expected
+    density moves toward the target, and the final top-k keeps it exactly."""
+    runs = {}
+    for strength in ("0", "1"):
+        out = tmp_path / f"{method}-{strength}"
+        code, stdout, err = run(["train", "--method", method, *QUICK, "--epochs", "2",
+                                 "--density", "0.2", "--budget-strength", strength,
+                                 "--out", out], capsys)
+        assert code == 0, err
+        runs[strength] = out
+        assert final(out)["sparsity"]["kept"] == round(0.2 * 266_200)
+    with_budget = [row[1] for row in losses(runs["1"])]
+    without = [row[1] for row in losses(runs["0"])]
+    assert with_budget != without  # the budget term changed the training
+
+
+def test_iterative_methods_reject_patience(tmp_path, capsys):
+    code, stdout, err = run(["train", "--method", "lottery", *QUICK, "--patience", "2",
+                             "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "--patience does not apply to --method lottery" in err
+    code, stdout, err = run(["train", "--method", "aslp", *QUICK, "--budget-strength", "-1",
+                             "--out", tmp_path / "y"], capsys)
+    assert code == 2 and "--budget-strength must be a finite number >= 0, got -1" in err
