@@ -2,8 +2,10 @@
 # The runs behind docs/results.md, then docs/results.md itself (docs/write_results.py).
 #
 # Fashion-MNIST, LeNet-300-100 and Conv-4 (28x28), each with ASLP, ASLP + Smart Rescale, ASLP +
-# signed constant, Supermask, Supermask + DWR and Edge-Popup (density 0.5, its default); seed 0,
-# batch 256, 10 % validation split, final model = best validation epoch, 2 torch threads.
+# signed constant, Supermask, Supermask + DWR and Edge-Popup (density 0.5, its default); then on
+# LeNet-300-100 the methods that train weights, at density 0.1: ASLP with a budget, reparam,
+# hard_concrete, magnitude (3 rounds), lottery (10 rounds); seed 0, batch 256, 10 % validation
+# split, final model = best validation epoch (of the last round), 2 torch threads.
 # Budgets fit a 2-core CPU: LeNet-300-100 30 epochs (~1.5 s each: under 1 min per run), Conv-4
 # 4 epochs of 50 batches (~0.95 s per batch of 256 plus ~50 s of evaluation: about 4 min per run,
 # 200 batches = one pass over the training split in all); about 30 min for the 12 runs on an
@@ -12,7 +14,7 @@
 # Usage: bash docs/reproduce.sh      (or `make repro`)
 #   OUT=runs/repro   where the runs go (gitignored);  DEST=docs/results.md   the table
 #   PY=python        the interpreter (runs `$PY -m sparseprune`);  FORCE=1 redoes finished runs
-#   LENET_EPOCHS, CONV4_EPOCHS, CONV4_STEPS  the budgets;  MODELS, DATASET  for tests only
+#   LENET_EPOCHS, CONV4_EPOCHS, CONV4_STEPS, WEIGHT_EPOCHS  the budgets;  MODELS, DATASET  for tests only
 # A run is skipped when it finished with exactly the same command (its command.txt); otherwise it
 # is (re)trained from scratch.
 set -euo pipefail
@@ -24,6 +26,7 @@ PY=${PY:-python}
 LENET_EPOCHS=${LENET_EPOCHS:-30}
 CONV4_EPOCHS=${CONV4_EPOCHS:-4}
 CONV4_STEPS=${CONV4_STEPS:-50}
+WEIGHT_EPOCHS=${WEIGHT_EPOCHS:-20}  # per weight-training run (split into rounds where it has them)
 MODELS=${MODELS:-lenet300 conv4}
 COMMON="--dataset ${DATASET:-fashion-mnist} --seed 0 --batch-size 256 --threads 2 --no-progress"
 
@@ -59,5 +62,17 @@ for model in $MODELS; do
   run $model-supermask-dwr --method supermask --rescale dwr --model $model --epochs $e
   run $model-edge-popup    --method edge_popup --density 0.5 --model $model --epochs $e
 done
+
+# Methods that train weights (and ASLP with a budget), LeNet-300-100, target density 0.1.
+if [[ " $MODELS " == *" lenet300 "* ]]; then
+  w="--model lenet300 --epochs $WEIGHT_EPOCHS"
+  run lenet300-aslp-budget   --method aslp --density 0.1 $w
+  run lenet300-reparam       --method reparam --density 0.1 $w
+  run lenet300-hard-concrete --method hard_concrete --density 0.1 $w
+  run lenet300-magnitude     --method magnitude --density 0.1 --rounds 3 --model lenet300 \
+                             --epochs $(((WEIGHT_EPOCHS + 3) / 4))
+  run lenet300-lottery       --method lottery --rounds 10 --model lenet300 \
+                             --epochs $(((WEIGHT_EPOCHS + 9) / 10))
+fi
 
 $PY docs/write_results.py "$OUT" "$DEST"

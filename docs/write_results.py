@@ -24,15 +24,18 @@ from sparseprune.runner.metrics import describe, first_epoch_reaching, load_runs
 MODELS = {"lenet300": "LeNet-300-100", "conv4": "Conv-4 (28×28)"}
 # run-name suffixes reproduce.sh uses, in table order
 VARIANTS = ("aslp", "aslp-sr", "aslp-sc", "supermask", "supermask-dwr", "edge-popup")
+# LeNet-300-100 runs of the methods that train weights, target density 0.1
+WEIGHT_VARIANTS = ("aslp-budget", "reparam", "hard-concrete", "magnitude", "lottery",
+                   "sensitivity")
 
 
 def _pp(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
-def _runs(out: pathlib.Path, model: str) -> dict[str, tuple]:
+def _runs(out: pathlib.Path, model: str, variants=VARIANTS) -> dict[str, tuple]:
     found = {}
-    for variant in VARIANTS:
+    for variant in variants:
         d = out / f"{model}-{variant}"
         if (d / "final.json").is_file():
             found[variant] = load_runs([d])[0]
@@ -117,7 +120,28 @@ def write(out: pathlib.Path, dest: pathlib.Path) -> None:
                   "**Seed claim: ASLP ≥ Edge-Popup and Supermask** (test accuracy)", "",
                   *_ordering(runs), "",
                   "**Seed claim: Smart Rescale speeds convergence**", "", *_convergence(runs), ""]
+    parts += _weight_methods(out)
     dest.write_text("\n".join(parts))
+
+
+def _weight_methods(out: pathlib.Path) -> list[str]:
+    """The table of the weight-training methods and how close each lands to its target."""
+    runs = _runs(out, "lenet300", WEIGHT_VARIANTS)
+    parts = ["## Methods that train weights: LeNet-300-100, target density 0.1", ""]
+    if not runs:
+        return parts + ["(no finished runs)", ""]
+    parts += [compare([runs[v][0] for v in WEIGHT_VARIANTS if v in runs],
+                      out / "lenet300-weights-pareto.png"), ""]
+    for v in WEIGHT_VARIANTS:
+        if v not in runs:
+            continue
+        _, config, final = runs[v]
+        history = read_metrics(runs[v][0])
+        parts.append(f"- {describe(config)}: {_pp(final['test_acc'])} at density "
+                     f"{final['sparsity']['density']:.4f} after {len(history)} epochs"
+                     + (f" (density imposed by the final top-k: {final['imposed_density']})"
+                        if final.get("imposed_density") else ""))
+    return parts + [""]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
