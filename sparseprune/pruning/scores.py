@@ -18,6 +18,7 @@ its graph. tests/test_prune_at_init.py measures these peaks.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Callable, ClassVar, Optional, Sequence
 
 import torch
@@ -97,7 +98,7 @@ def _normalise_by_sum(scores: list[Tensor], absolute_sum: bool) -> list[Tensor]:
     return scores
 
 
-class Scorer:
+class Scorer(ABC):
     """A method's scores for the current masks (None: the dense network, all weights kept).
 
     ``keep`` says which scores win ("largest", or "smallest" for GraSP); ``iterative`` scorers
@@ -113,8 +114,9 @@ class Scorer:
     def __init__(self, ctx: Context):
         self.ctx = ctx
 
+    @abstractmethod
     def __call__(self, masks: Optional[list[Tensor]]) -> list[Tensor]:
-        raise NotImplementedError
+        """The scores of every prunable weight, one tensor per layer."""
 
 
 class SNIP(Scorer):
