@@ -152,22 +152,23 @@ def test_option_flags_come_from_the_registry(capsys):
     assert "fixed," not in listed and "fixed" not in listed
 
 
-def test_resume_after_interrupt_gives_identical_losses(tmp_path, capsys, monkeypatch):
-    args = ["train", "--method", "aslp", *QUICK, "--epochs", "3", "--opt", "rescale=smart"]
+def check_resume_is_exact(args, tmp_path, capsys, monkeypatch, stop_before):
+    """Train ``args`` once whole and once with Ctrl-C before epoch ``stop_before`` then
+    ``--resume``: the metrics and final checkpoints must be identical. Returns (whole, cut)."""
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert run([*args, "--out", whole], capsys)[0] == 0
 
     real = train_module.train_epoch
 
     def interrupted(s, epoch, progress):
-        if epoch == 3:
+        if epoch == stop_before:
             raise KeyboardInterrupt
         return real(s, epoch, progress)
 
     monkeypatch.setattr(train_module, "train_epoch", interrupted)
     code, out, err = run([*args, "--out", cut], capsys)
     assert code == 130 and f"--resume {cut}" in err
-    assert len(losses(cut)) == 2 and not (cut / "final.json").exists()
+    assert len(losses(cut)) == stop_before - 1 and not (cut / "final.json").exists()
     monkeypatch.setattr(train_module, "train_epoch", real)
     code, out, err = run(["train", "--resume", cut, "--no-progress"], capsys)
     assert code == 0, err
@@ -175,6 +176,12 @@ def test_resume_after_interrupt_gives_identical_losses(tmp_path, capsys, monkeyp
     a = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(cut / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    return whole, cut
+
+
+def test_resume_after_interrupt_gives_identical_losses(tmp_path, capsys, monkeypatch):
+    args = ["train", "--method", "aslp", *QUICK, "--epochs", "3", "--opt", "rescale=smart"]
+    whole, cut = check_resume_is_exact(args, tmp_path, capsys, monkeypatch, stop_before=3)
     # a finished run continues with more epochs
     code, out, err = run(["train", "--resume", cut, "--epochs", "4", "--no-progress"], capsys)
     assert code == 0, err

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from sparseprune.runner import training as train_module
-
-from test_cli import QUICK, losses, run
+from test_cli import QUICK, check_resume_is_exact, losses, run
 
 
 def final(directory):
@@ -35,24 +32,7 @@ def test_lottery_rounds_through_the_cli(tmp_path, capsys):
 def test_lottery_resume_mid_schedule_gives_identical_losses(tmp_path, capsys, monkeypatch):
     args = ["train", "--method", "lottery", *QUICK, "--epochs", "1", "--rounds", "2",
             "--rewind-step", "2"]
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    assert run([*args, "--out", whole], capsys)[0] == 0
-    real = train_module.train_epoch
-
-    def interrupted(s, epoch, progress):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real(s, epoch, progress)
-
-    monkeypatch.setattr(train_module, "train_epoch", interrupted)
-    assert run([*args, "--out", cut], capsys)[0] == 130
-    monkeypatch.setattr(train_module, "train_epoch", real)
-    code, stdout, err = run(["train", "--resume", cut, "--no-progress"], capsys)
-    assert code == 0, err
-    assert losses(cut) == losses(whole)
-    a = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(cut / "checkpoint.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    check_resume_is_exact(args, tmp_path, capsys, monkeypatch, stop_before=3)
 
 
 def test_magnitude_density_rounds_and_magnitude_at_init(tmp_path, capsys):
