@@ -19,6 +19,7 @@ from ._ext import (ExtensionError, build_info, compiled_cpu_isas, cpu_isa,  # no
 from .convert import (convert, final_masks, finalize, mask_parameters,  # noqa: E402
                       masked_layers, sampled_masks)
 from .report import Report, sparsity_report  # noqa: E402
+from . import sensitivity  # noqa: E402
 from . import pruning  # noqa: E402
 from .pruning import prune_at_init, set_masks  # noqa: E402
 from .serialize import load, save  # noqa: E402
@@ -28,6 +29,7 @@ from . import schedules  # noqa: E402
 __all__ = [
     "convert", "finalize", "prune_at_init", "set_masks", "pruning", "final_masks", "mask_parameters",
     "masked_layers", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
-    "nn", "ops", "reference", "budget", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas",
-    "supported_cpu_isas", "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load", "schedules",
+    "nn", "ops", "reference", "budget", "sensitivity", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas",
+    "supported_cpu_isas", "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",
+    "schedules",
 ]

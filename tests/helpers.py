@@ -61,3 +61,26 @@ def check_against_reference(fused, ref_fn, inputs, seed):
     true = torch.autograd.grad(truth, [wide[i] for i in tracked], grad.double())
     for g, lo, tr in zip(got, low, true):
         assert_matches_truth(g, lo, tr, dtype)
+
+
+def small_sensitivity_base():
+    """conv -> tanh -> linear on 1x4x4 inputs, 3 classes (plain layers)."""
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Tanh(),
+                               torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+
+
+def sensitivity_net(variant="unspecific", output="softmax", strength=1e-2, density=0.7, seed=0):
+    """:func:`small_sensitivity_base` converted to "sensitivity", with some weights pruned."""
+    import sparseprune as sp
+
+    model = sp.convert(small_sensitivity_base(), "sensitivity", strength=strength,
+                       variant=variant, output=output)
+    g = torch.Generator().manual_seed(seed)
+    sp.set_masks(model, {n: torch.rand(layer.weight.shape, generator=g) < density
+                         for n, layer in sp.masked_layers(model)})
+    return model
+
+
+def sensitivity_batch(n=5, classes=3):
+    """Random non-zero inputs for :func:`sensitivity_net` and labels."""
+    return torch.randn(n, 1, 4, 4), torch.randint(classes, (n,))
