@@ -4,7 +4,8 @@
 # Fashion-MNIST, LeNet-300-100 and Conv-4 (28x28), each with ASLP, ASLP + Smart Rescale, ASLP +
 # signed constant, Supermask, Supermask + DWR and Edge-Popup (density 0.5, its default); then on
 # LeNet-300-100 the methods that train weights, at density 0.1: ASLP with a budget, reparam,
-# hard_concrete, magnitude (3 rounds), lottery (10 rounds); seed 0, batch 256, 10 % validation
+# hard_concrete, magnitude (3 rounds), lottery (10 rounds), and sensitivity (its own density:
+# pruning on validation-loss plateaus); seed 0, batch 256, 10 % validation
 # split, final model = best validation epoch (of the last round), 2 torch threads.
 # Budgets fit a 2-core CPU: LeNet-300-100 30 epochs (~1.5 s each: under 1 min per run), Conv-4
 # 4 epochs of 50 batches (~0.95 s per batch of 256 plus ~50 s of evaluation: about 4 min per run,
@@ -73,6 +74,7 @@ if [[ " $MODELS " == *" lenet300 "* ]]; then
                              --epochs $(((WEIGHT_EPOCHS + 3) / 4))
   run lenet300-lottery       --method lottery --rounds 10 --model lenet300 \
                              --epochs $(((WEIGHT_EPOCHS + 9) / 10))
+  run lenet300-sensitivity   --method sensitivity --variant specific --plateau-patience 2 $w
 fi
 
 $PY docs/write_results.py "$OUT" "$DEST"

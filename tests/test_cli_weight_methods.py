@@ -73,3 +73,18 @@ def test_iterative_methods_reject_patience(tmp_path, capsys):
     code, stdout, err = run(["train", "--method", "aslp", *QUICK, "--budget-strength", "-1",
                              "--out", tmp_path / "y"], capsys)
     assert code == 2 and "--budget-strength must be a finite number >= 0, got -1" in err
+
+
+def test_sensitivity_prunes_on_a_plateau_and_resumes_exactly(tmp_path, capsys, monkeypatch):
+    """The LOBSTER schedule in the runner: decay every step, threshold search and pruning on a
+    validation-loss plateau; the plateau detector's state survives a resume."""
+    args = ["train", "--method", "sensitivity", *QUICK, "--epochs", "4", "--variant", "specific",
+            "--plateau-patience", "1", "--strength", "0.05"]  # strong decay: the loss rises
+    # Cut before epoch 3, whose plateau needs the detector's memory of epoch 2.
+    whole, cut = check_resume_is_exact(args, tmp_path, capsys, monkeypatch, stop_before=3)
+    f = final(whole)
+    assert f["sparsity"]["density"] < 1 and f["test_acc"] == f["masked_model_test_acc"]
+    assert float(losses(whole)[-1][3]) < 1  # pruned before the last epoch, so resumed pruned
+    code, stdout, err = run(["train", "--method", "sensitivity", *QUICK, "--val-fraction", "0",
+                             "--out", tmp_path / "noval"], capsys)
+    assert code == 2 and "--method sensitivity needs a validation split" in err

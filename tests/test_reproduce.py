@@ -12,7 +12,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARIANTS = ("aslp", "aslp-sr", "aslp-sc", "supermask", "supermask-dwr", "edge-popup")
-WEIGHT_VARIANTS = ("aslp-budget", "reparam", "hard-concrete", "magnitude", "lottery")
+WEIGHT_VARIANTS = ("aslp-budget", "reparam", "hard-concrete", "magnitude", "lottery",
+                   "sensitivity")
 
 
 def reproduce(tmp_path, **env):

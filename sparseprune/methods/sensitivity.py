@@ -37,16 +37,32 @@ class Sensitivity(FixedMask):
             (median ~1e-4), so ``max(0, 1 - S)`` is ~1 and the decay acts almost uniformly;
             logits give S ~100 times larger (a few weights reach S >= 1 with "specific").
 
+        plateau_patience, threshold_tolerance: the LOBSTER schedule the experiment runner
+            follows (METHODS 6.4): when the validation loss has not improved for
+            ``plateau_patience`` epochs (LOBSTER's pwe, 20), prune below the largest threshold
+            whose validation loss stays within ``1 + threshold_tolerance`` of the unpruned one
+            (LOBSTER's twt, 0.05). In a loop of your own, pass them to
+            :class:`~sparseprune.sensitivity.Plateau` and
+            :func:`~sparseprune.sensitivity.search_threshold`.
+
     All sensitivity layers of a model must share ``variant`` and ``output`` (one forward serves
     them all); ``strength`` may differ per layer. Final mask and ranking scores: as ``"fixed"``.
     """
 
     name = "sensitivity"
     parameter_names = ()  # the weights are the only trained tensors, as for "fixed"
+    standalone = True     # unlike "fixed", it prunes on its own
 
     def __init__(self, strength: float = 1e-4, variant: str = "unspecific",
-                 output: str = "softmax") -> None:
+                 output: str = "softmax", plateau_patience: int = 20,
+                 threshold_tolerance: float = 0.05) -> None:
         self.strength = _args.finite_number("strength", strength, minimum=0.0)
+        if isinstance(plateau_patience, bool) or not isinstance(plateau_patience, int) \
+                or plateau_patience < 1:
+            raise ValueError(f"plateau_patience must be a positive int, got {plateau_patience!r}")
+        self.plateau_patience = plateau_patience
+        self.threshold_tolerance = _args.finite_number("threshold_tolerance",
+                                                       threshold_tolerance, minimum=0.0)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if output not in OUTPUTS:

@@ -35,6 +35,7 @@ class TrainState:
     step_seconds: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0           # all sessions up to this checkpoint
     stop_reason: str = ""
+    hooks: dict = field(default_factory=dict)  # the training hooks' state (runner/hooks.py)
 
 
 _SIMPLE = (type(None), bool, int, float, str, torch.Tensor)
@@ -89,6 +90,11 @@ def save_best(directory: pathlib.Path, model: nn.Module) -> None:
     """The model and method states of the best validation epoch (``best.pt``)."""
     _atomic_save({"format": FORMAT, "model": model.state_dict(), "methods": method_states(model)},
                  pathlib.Path(directory) / BEST)
+
+
+def discard_best(directory: pathlib.Path) -> None:
+    """Forget the best epoch (after pruning, an earlier, denser model must not be selected)."""
+    (pathlib.Path(directory) / BEST).unlink(missing_ok=True)
 
 
 def _read(path: pathlib.Path) -> dict:

@@ -95,8 +95,9 @@ def describe(config: RunConfig) -> str:
     return f"{config.method}({opts})" if opts else config.method
 
 
-def _pct(x: Optional[float]) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+def _pct(x: Optional[float], unit: str = "") -> str:
+    """A fraction as a percentage; "-" when there is none (no validation split, say)."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}{unit}"
 
 
 def _ms(x: Optional[float]) -> str:
@@ -119,14 +120,14 @@ def format_run(directory: pathlib.Path) -> str:
         if history:
             last = history[-1]
             lines.append(f"last epoch: train loss {last['train_loss']:.4f}, val acc "
-                         f"{_pct(last['val_acc'])} %, density {last['density']:.4f}")
+                         f"{_pct(last['val_acc'], ' %')}, density {last['density']:.4f}")
         return "\n".join(lines)
     sp_ = final["sparsity"]
     lines += [
         f"epochs run: {final['epochs_run']} (selected epoch {final['selected_epoch']}"
         f"{', ' + final['stop_reason'] if final['stop_reason'] else ''})",
-        f"test accuracy of the final subnetwork: {_pct(final['test_acc'])} %"
-        f"   (best val acc {_pct(final['best_val_acc'])} %)",
+        f"test accuracy of the final subnetwork: {_pct(final['test_acc'], ' %')}"
+        f"   (best val acc {_pct(final['best_val_acc'], ' %')})",
         f"density: {sp_['density']:.4f} of weights ({sp_['kept']:,} of {sp_['total']:,}), "
         f"{sp_['flop_density']:.4f} of FLOPs ({sp_['flops_kept'] / 1e6:,.3f}M of "
         f"{sp_['flops_total'] / 1e6:,.3f}M per sample)",

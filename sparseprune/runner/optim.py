@@ -62,6 +62,8 @@ DEFAULTS.update({
     "hard_concrete": TrainSpec({"weights": 1e-3, "log_alpha": 1e-2}, optimizer="adam",
                                source="METHODS.md 5.5 (Adam 1e-3; log_alpha 1e-2 so a short "
                                       "run reaches its budget)"),
+    "sensitivity": TrainSpec({"weights": 0.1}, source="METHODS.md 6.4 (LOBSTER's example: "
+                                                      "SGD lr 0.1)"),
 })
 # Pruning at initialisation trains the remaining weights with the mask fixed.
 for _name in ("snip", "grasp", "synflow", "iter_snip", "force", "random", "magnitude_init"):

@@ -171,7 +171,7 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
         s.optimizer.zero_grad(set_to_none=True)
         (loss if extra is None else loss + extra).backward()
         s.optimizer.step()
-        s.hooks.after_step()
+        s.hooks.after_step(x, y)
         times.append(time.perf_counter() - start)
         value = loss.item()
         if not math.isfinite(value):
@@ -267,10 +267,15 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
         if c.patience and st.stale >= c.patience:
             st.stop_reason = (f"early stopping: val accuracy did not improve for {c.patience} "
                               f"epochs (best {100 * st.best_val:.2f} % at epoch {st.best_epoch})")
-        pruned = s.hooks.end_of_epoch(epoch, s.optimizer)
+        pruned = s.hooks.end_of_epoch(epoch, s.optimizer, row["val_loss"],
+                                      lambda model: evaluate(model, s.splits.val)[1])
+        st.hooks = s.hooks.state_dict()
         if pruned:
             log(pruned)
-            st.best_val, st.stale = float("-inf"), 0  # the final model comes from the last round
+            # The final model comes from after the last pruning (the sparsest): the pruned
+            # model itself unless a later epoch improves on it.
+            st.best_val, st.stale, st.best_epoch = float("-inf"), 0, 0
+            ckpt.discard_best(s.directory)
         st.wall_seconds = wall_before + time.perf_counter() - session_start
         ckpt.save(s.directory, s.model, s.optimizer, s.scheduler, st)
         write_metrics(s.directory, st.history)
@@ -317,6 +322,7 @@ def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
     if (directory / ckpt.CHECKPOINT).is_file():
         try:
             s.state = ckpt.load(directory, s.model, s.optimizer, s.scheduler)
+            s.hooks.load_state_dict(s.state.hooks)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ConfigError(f"--resume {directory}: {one_line(exc)}") from exc
     if s.state.stop_reason.startswith("time budget") or patience is not None \
