@@ -53,6 +53,13 @@ TORCH_LIBRARY(sparseprune, m) {
   m.def(
       "reparam_weight_backward(Tensor grad, Tensor? grad_sum, Tensor weight, Tensor t, int power, "
       "bool[2] output_mask) -> (Tensor, Tensor)");
+  // Hard-concrete gates z = clamp(sigmoid((L + log_alpha) / beta) * (zeta - gamma) + gamma, 0, 1)
+  // with L the logistic noise of rng (element i of log_alpha takes Philox element i).
+  m.def("hard_concrete_sample(Tensor log_alpha, float beta, float gamma, float zeta, Tensor rng) "
+        "-> Tensor");
+  m.def(
+      "hard_concrete_sample_backward(Tensor grad, Tensor log_alpha, float beta, float gamma, "
+      "float zeta, Tensor rng, bool[1] output_mask) -> Tensor");
   // The random stream itself: raw Philox words (int32 bit patterns) and logistic noise.
   m.def("philox_bits(int numel, int seed, int offset, Device device) -> Tensor");
   m.def("logistic_noise(int numel, int seed, int offset, Device device) -> Tensor");

@@ -28,6 +28,8 @@ def _register(name: str, differentiable: int, saved: tuple[int, ...]) -> None:
         *tensors, rng = ctx.saved_tensors
         need = list(ctx.needs_input_grad[:differentiable])
         grads = backward_op(grad, *tensors, *ctx.options, rng, need)
+        if not isinstance(grads, (tuple, list)):  # an op with one differentiable input
+            grads = (grads,)
         return (*grads, *([None] * (ctx.num_inputs - differentiable)))
 
     torch.library.register_autograd(f"sparseprune::{name}", backward, setup_context=setup_context)
@@ -65,3 +67,5 @@ if _ext.available():
     _register("masked_linear", 5, saved=(0, 1, 2, 4))
     # masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups, ...)
     _register("masked_conv2d", 5, saved=(0, 1, 2, 4))
+    # hard_concrete_sample(log_alpha, beta, gamma, zeta, rng)
+    _register("hard_concrete_sample", 1, saved=(0,))

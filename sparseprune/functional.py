@@ -20,7 +20,7 @@ from torch import Tensor
 import math
 
 from . import _args, autograd, ops  # noqa: F401  (autograd registers the gradients)
-from .rng import next_rng, seed_offset
+from .rng import next_rng
 
 __all__ = ["aslp_weight", "supermask_weight", "edge_popup_weight", "masked_linear",
            "masked_conv2d", "reparam_weight", "hard_concrete_sample", "hard_concrete_gate",
@@ -129,9 +129,9 @@ def reparam_weight(weight: Tensor, t: Tensor, *, power: int = 4, return_sum: boo
 
 
 # ---- hard-concrete gates (Louizos et al., ICLR 2018; docs/METHODS.md 5) -------------------------
-# Plain PyTorch on the fused noise op: the logistic noise L of (seed, offset) is the same Philox
-# stream as the stochastic masks' (every ISA and CUDA give the same bits), and the few elementwise
-# ops after it are differentiated by autograd (the pathwise gradient of the paper).
+# Sampling is one fused op each way (csrc/include/sparseprune/hard_concrete.h): the logistic noise L
+# of (seed, offset) is the stochastic masks' Philox stream (every ISA and CUDA give the same bits),
+# and backward regenerates it instead of saving it.
 
 
 def _stretch(s: Tensor, gamma: float, zeta: float) -> Tensor:
@@ -144,13 +144,12 @@ def hard_concrete_sample(log_alpha: Tensor, *, beta: float = 2.0 / 3.0, gamma: f
     (zeta - gamma) + gamma))`` with L = log(u) - log(1 - u) the project's logistic noise of a fresh
     ``[seed, offset]`` drawn from ``generator`` (element i of ``log_alpha`` in row-major order takes
     Philox element i). The uniforms are ``(k + 0.5) 2^-23``, in (0, 1) as the paper's
-    ``U(eps, 1 - eps)``. Differentiable in ``log_alpha`` (0 where a gate is clipped)."""
+    ``U(eps, 1 - eps)``. Differentiable in ``log_alpha`` (0 where a gate is clipped). ``log_alpha``
+    may be float32, float64, bfloat16 or float16 (math in float32, float64 for float64); the
+    result has its dtype and shape (contiguous)."""
     _args.tensor("log_alpha", log_alpha)
     beta, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
-    seed, offset = seed_offset(next_rng(generator))
-    noise = ops.logistic_noise(log_alpha.numel(), seed, offset, log_alpha.device)
-    noise = noise.reshape(log_alpha.shape).to(log_alpha.dtype)
-    return _stretch(torch.sigmoid((noise + log_alpha) / beta), gamma, zeta)
+    return ops.hard_concrete_sample(log_alpha, beta, gamma, zeta, next_rng(generator))
 
 
 def hard_concrete_gate(log_alpha: Tensor, *, beta: float = 2.0 / 3.0, gamma: float = -0.1,

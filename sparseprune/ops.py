@@ -60,6 +60,14 @@ def reparam_weight(weight: Tensor, t: Tensor, power: int,
     return _op("reparam_weight")(weight, t, power, compute_sum)
 
 
+def hard_concrete_sample(log_alpha: Tensor, beta: float, gamma: float, zeta: float,
+                         rng: Tensor) -> Tensor:
+    """Hard-concrete gates ``clamp(sigmoid((L + log_alpha) / beta) * (zeta - gamma) + gamma, 0, 1)``
+    with L the logistic noise of ``rng`` (element i of ``log_alpha``, row-major, takes Philox
+    element i); pathwise gradient, 0 where a gate is clipped."""
+    return _op("hard_concrete_sample")(log_alpha, beta, gamma, zeta, rng)
+
+
 def philox_bits(numel: int, seed: int, offset: int, device: torch.device | str = "cpu") -> Tensor:
     """The raw Philox4x32-10 words of elements ``0 .. numel-1`` (int32 bit patterns)."""
     return _op("philox_bits")(numel, seed, offset, torch.device(device))
@@ -172,6 +180,17 @@ def _register_fakes() -> None:
     def _reparam_weight_backward(grad, grad_sum, weight, t, power, output_mask):
         return (_empty_like(weight) if output_mask[0] else None,
                 torch.empty_like(t) if output_mask[1] else None)
+
+    @fake("sparseprune::hard_concrete_sample")
+    def _hard_concrete_sample(log_alpha, beta, gamma, zeta, rng):
+        return _empty_like(log_alpha)
+
+    @fake("sparseprune::hard_concrete_sample_backward")
+    def _hard_concrete_sample_backward(grad, log_alpha, beta, gamma, zeta, rng, output_mask):
+        torch._check_value(grad.shape == log_alpha.shape, lambda: (
+            f"sparseprune::hard_concrete_sample_backward: grad must have log_alpha's shape "
+            f"{list(log_alpha.shape)}, got {list(grad.shape)}"))
+        return _empty_like(log_alpha) if output_mask[0] else None
 
     @fake("sparseprune::philox_bits")
     def _philox_bits(numel, seed, offset, device):

@@ -30,7 +30,7 @@ __all__ = ["philox4x32_10", "philox_bits", "uniform", "logistic_noise", "aslp_we
            "supermask_weight", "edge_popup_weight", "masked_linear", "masked_conv2d",
            "gumbel_softmax_weight", "bernoulli_dwr_weight", "kthvalue_weight",
            "SeedPaperLayer", "seed_paper_copy", "reparam_h", "reparam_weight",
-           "hard_concrete_sample"]
+           "hard_concrete_sample", "hard_concrete_from_noise"]
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
@@ -323,6 +323,16 @@ def hard_concrete_sample(log_alpha: Tensor, *, beta: float = 2.0 / 3.0, gamma: f
     noise (the same draw from ``generator``)."""
     beta, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
     noise = logistic_noise(log_alpha.numel(), *seed_offset(next_rng(generator)))
-    noise = noise.reshape(log_alpha.shape).to(log_alpha.device, log_alpha.dtype)
+    return hard_concrete_from_noise(log_alpha, noise.reshape(log_alpha.shape), beta=beta,
+                                    gamma=gamma, zeta=zeta)
+
+
+def hard_concrete_from_noise(log_alpha: Tensor, noise: Tensor, *, beta: float = 2.0 / 3.0,
+                             gamma: float = -0.1, zeta: float = 1.1) -> Tensor:
+    """The hard-concrete sample for a given logistic ``noise`` (log_alpha's shape), computed in
+    log_alpha's dtype; autograd gives the pathwise gradient."""
+    beta, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
+    noise = noise.to(log_alpha.device, log_alpha.dtype)
     s = torch.sigmoid((noise + log_alpha) / beta)
-    return torch.clamp(s * (zeta - gamma) + gamma, 0.0, 1.0)
+    # hardtanh, as the seed code: no gradient where it clips, even at exactly 0 or 1 (METHODS 5.2).
+    return F.hardtanh(s * (zeta - gamma) + gamma, 0.0, 1.0)

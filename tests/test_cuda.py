@@ -9,7 +9,8 @@ from sparseprune import ops
 from sparseprune.rng import rng_state
 
 OPS = ["masked_weight", "masked_weight_backward", "masked_linear", "masked_linear_backward",
-       "masked_conv2d", "masked_conv2d_backward", "reparam_weight", "reparam_weight_backward"]
+       "masked_conv2d", "masked_conv2d_backward", "reparam_weight", "reparam_weight_backward",
+       "hard_concrete_sample", "hard_concrete_sample_backward"]
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -66,6 +67,21 @@ def test_reparam_weight_matches_cpu(dtype):
         w_hat, h_sum = sp.functional.reparam_weight(w, t, return_sum=True)
         ((w_hat * grad.to(device)).sum() + 0.5 * h_sum).backward()
         return [x.cpu() for x in (w_hat, h_sum, w.grad, t.grad)]
+
+    for a, b in zip(run("cpu"), run("cuda")):
+        assert torch.equal(a, b)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_hard_concrete_sample_matches_cpu(dtype):
+    log_alpha, grad = (torch.randn(37, 211) * 3).to(dtype), torch.randn(37, 211).to(dtype)
+
+    def run(device):
+        la = log_alpha.to(device).requires_grad_()
+        z = ops.hard_concrete_sample(la, 2.0 / 3.0, -0.1, 1.1, rng_state(4, 8))
+        z.backward(grad.to(device))
+        return [x.cpu() for x in (z, la.grad)]
 
     for a, b in zip(run("cpu"), run("cuda")):
         assert torch.equal(a, b)

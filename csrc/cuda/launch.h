@@ -30,6 +30,10 @@ void topk_backward(const TopkParams& p, int device);
 void reparam_forward(const ReparamParams& p, int device);
 void reparam_backward(const ReparamParams& p, int device);
 
+// Hard-concrete gates: z (forward), dLoss/dlog_alpha (backward), the noise regenerated in both.
+void hard_concrete_forward(const HardConcreteParams& p, int device);
+void hard_concrete_backward(const HardConcreteParams& p, int device);
+
 void noise(const NoiseParams& p, int device);
 
 // Sparse inference (csrc/cuda/sparse.cu): y = W x, and Y = W X for p.batch problems.

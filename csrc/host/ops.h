@@ -70,6 +70,14 @@ std::tuple<at::Tensor, at::Tensor> reparam_weight_backward(
     const at::Tensor& grad, const std::optional<at::Tensor>& grad_sum, const at::Tensor& weight,
     const at::Tensor& t, int64_t power, std::array<bool, 2> output_mask);
 
+// Hard-concrete gates (include/sparseprune/hard_concrete.h): z from log_alpha (any float dtype)
+// and the logistic noise of rng; backward -> dLoss/dlog_alpha (undefined unless output_mask asks).
+at::Tensor hard_concrete_sample(const at::Tensor& log_alpha, double beta, double gamma,
+                                double zeta, const at::Tensor& rng);
+at::Tensor hard_concrete_sample_backward(const at::Tensor& grad, const at::Tensor& log_alpha,
+                                         double beta, double gamma, double zeta,
+                                         const at::Tensor& rng, std::array<bool, 1> output_mask);
+
 at::Tensor philox_bits(int64_t numel, int64_t seed, int64_t offset, at::Device device);
 at::Tensor logistic_noise(int64_t numel, int64_t seed, int64_t offset, at::Device device);
 

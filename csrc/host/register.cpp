@@ -17,6 +17,8 @@ void register_device_impls(torch::Library& m) {
   m.impl("sparse_conv2d", &sparse_conv2d);
   m.impl("reparam_weight", &reparam_weight);
   m.impl("reparam_weight_backward", &reparam_weight_backward);
+  m.impl("hard_concrete_sample", &hard_concrete_sample);
+  m.impl("hard_concrete_sample_backward", &hard_concrete_sample_backward);
 }
 
 }  // namespace host

@@ -4,6 +4,8 @@
 // explicit fused multiply-adds (exact on every device, see fmadd in lanes.h); they only ever see
 // the inputs below, so they need no special cases for zero, negatives, infinities or NaN.
 #pragma once
+#include <math.h>
+
 #include "uniform.h"
 
 SP_NAMESPACE_BEGIN
@@ -72,6 +74,12 @@ SP_HD F exp_nonpositive(F x) {
   const U pow2 = (float_to_s32_trunc(n) + U(127u)) << 23;
   return y * bits_float(pow2);
 }
+
+// float64 lanes (the scalar float64 paths, there for gradcheck): the C library's functions, chosen
+// over the templates above by overload resolution.
+SP_HD double neg_abs(double x) { return -fabs(x); }
+SP_HD double abs_value(double x) { return fabs(x); }
+SP_HD double exp_nonpositive(double x) { return exp(x); }
 
 // Logistic(0, 1) noise, the difference of two independent Gumbels: L = log(u) - log(1 - u),
 // evaluated as one log of u / (1 - u) (both exact, the quotient correctly rounded).

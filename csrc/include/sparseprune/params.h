@@ -79,6 +79,24 @@ struct ReparamParams {
   double* total = nullptr;  // CUDA: the partials summed in tile order (no host sync)
 };
 
+// Hard-concrete gates (hard_concrete.h) over a log_alpha-shaped tensor: element i in row-major
+// order takes Philox element i of (seed, offset). The constants are doubles: float64 log_alpha
+// computes with them as they are, the other dtypes with their float32 rounding.
+struct HardConcreteParams {
+  int64_t numel = 0;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+  double inv_beta = 1.5;  // 1 / beta
+  double width = 1.2;     // zeta - gamma
+  double gamma = -0.1;
+  DType dtype = DType::kFloat32;  // of log_alpha, z, grad and grad_log_alpha
+  const void* log_alpha = nullptr;
+  void* z = nullptr;  // forward output
+
+  const void* grad = nullptr;     // dLoss/dz (backward)
+  void* grad_log_alpha = nullptr;  // backward output
+};
+
 // One radix-select step: count the keys whose bits above `shift + 11` equal `prefix`, by the
 // 11-bit digit at `shift` (2048 bins; `prefix_shift` = shift + 11, 32 meaning no prefix).
 struct DigitHistogram {

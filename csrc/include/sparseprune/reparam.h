@@ -21,18 +21,6 @@
 
 SP_NAMESPACE_BEGIN
 
-template <class T>
-SP_HD T reparam_exp(T x) {  // x <= 0
-  return exp_nonpositive(x);
-}
-SP_HD double reparam_exp(double x) { return exp(x); }
-
-template <class T>
-SP_HD T reparam_abs(T x) {
-  return abs_value(x);
-}
-SP_HD double reparam_abs(double x) { return fabs(x); }
-
 // |mag| with the sign of `sign`.
 template <class T>
 SP_HD T with_sign_of(T mag, T sign) {
@@ -61,11 +49,11 @@ constexpr float kReparamFlat = 1.0e18f;
 // h and dh/da at a = |t x| >= 0 (or NaN) for the integer power n >= 1.
 template <class T>
 SP_HD void reparam_h(T a, int32_t n, T& h, T& dh_da) {
-  const T c2 = reparam_exp(T(-1.0f));
+  const T c2 = exp_nonpositive(T(-1.0f));
   const T k = T(1.0f) - c2;
   const T p = integer_power(a, n - 1);
   const T d = p * a + T(1.0f);
-  const T e = reparam_exp(T(-1.0f) / d);
+  const T e = exp_nonpositive(T(-1.0f) / d);
   h = (e - c2) / k;
   const T slope = (T(static_cast<float>(n)) * p) * (e / ((k * d) * d));
   dh_da = select(d > T(kReparamFlat), T(0.0f), slope);
@@ -75,7 +63,7 @@ SP_HD void reparam_h(T a, int32_t n, T& h, T& dh_da) {
 template <class T>
 SP_HD void reparam_forward(T w, T t, int32_t n, T& w_hat, T& h) {
   T dh_da;
-  reparam_h(reparam_abs(t * w), n, h, dh_da);
+  reparam_h(abs_value(t * w), n, h, dh_da);
   w_hat = w * h;
 }
 
@@ -84,7 +72,7 @@ SP_HD void reparam_forward(T w, T t, int32_t n, T& w_hat, T& h) {
 template <class T>
 SP_HD void reparam_backward(T g, T gs, T w, T t, int32_t n, T& grad_w, T& t_term) {
   T h, dh_da;
-  reparam_h(reparam_abs(t * w), n, h, dh_da);
+  reparam_h(abs_value(t * w), n, h, dh_da);
   const T common = (g * w + gs) * dh_da;
   grad_w = g * h + common * with_sign_of(t, w);
   t_term = common * with_sign_of(w, t);

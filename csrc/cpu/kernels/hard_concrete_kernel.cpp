@@ -1,0 +1,86 @@
+// Hard-concrete kernels (hard_concrete.h): forward log_alpha -> z, backward dLoss/dz ->
+// dLoss/dlog_alpha, one pass each. Both draw the logistic noise from (seed, offset) chunk by
+// chunk, so backward needs no saved noise. Whole 64-element chunks run with the ISA's vector type,
+// the tensor's last partial chunk one lane at a time (float64 always one lane); every step is one
+// IEEE operation, so every ISA computes the same bits.
+#include <sparseprune/hard_concrete.h>
+
+#include "hard_concrete_table.h"
+#include "kernels.h"
+
+SP_NAMESPACE_BEGIN
+namespace {
+
+// A double constant as a math lane: full precision for float64, rounded to float otherwise.
+template <class W>
+W constant_lane(double x) {
+  if constexpr (std::is_same<W, double>::value)
+    return x;
+  else
+    return W(static_cast<float>(x));
+}
+
+// Elements [first, first + n) with noise lane type F (its words in `bits`) and math lane W.
+template <bool kBackward, class F, class T>
+void hard_concrete_group(const HardConcreteParams& p, int64_t first, int n, const uint32_t* bits) {
+  using W = WeightLane<F, T>;
+  const W inv_beta = constant_lane<W>(p.inv_beta), width = constant_lane<W>(p.width),
+          gamma = constant_lane<W>(p.gamma);
+  const T* log_alpha = in<T>(p.log_alpha, first);
+  for (int j = 0; j < n; j += Lanes<F>::kWidth) {
+    const W L(logistic_noise(uniform_open<F>(IO<F>::load_bits(bits + j))));
+    const W la = IO<W>::load(log_alpha + j);
+    if constexpr (kBackward) {
+      const W g = IO<W>::load(in<T>(p.grad, first + j));
+      IO<W>::store(out<T>(p.grad_log_alpha, first + j),
+                   hard_concrete_backward(g, L, la, inv_beta, width, gamma));
+    } else {
+      IO<W>::store(out<T>(p.z, first + j), hard_concrete_forward(L, la, inv_beta, width, gamma));
+    }
+  }
+}
+
+template <bool kBackward, class V, class T>
+void hard_concrete_tiles(const HardConcreteParams& p, int64_t tile_begin, int64_t tile_end) {
+  alignas(64) uint32_t bits[kChunk];
+  const ChunkGenerator philox(p.seed, p.offset);
+  const int64_t end = tile_end * kTileElems < p.numel ? tile_end * kTileElems : p.numel;
+  for (int64_t c = tile_begin * kTileElems; c < end; c += kChunk) {
+    philox(static_cast<uint64_t>(c) / 4, bits);
+    if (end - c >= kChunk)
+      hard_concrete_group<kBackward, V, T>(p, c, kChunk, bits);
+    else
+      hard_concrete_group<kBackward, float, T>(p, c, static_cast<int>(end - c), bits);
+  }
+}
+
+template <bool kBackward>
+void run_hard_concrete(const HardConcreteParams& p, int64_t tile_begin, int64_t tile_end) {
+  visit_dtypes(p.dtype, p.dtype, [&](auto*, auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    hard_concrete_tiles<kBackward, LaneFor<T, T>, T>(p, tile_begin, tile_end);
+  });
+}
+
+void run_hard_concrete_forward(const HardConcreteParams& p, int64_t tile_begin, int64_t tile_end) {
+  run_hard_concrete<false>(p, tile_begin, tile_end);
+}
+void run_hard_concrete_backward(const HardConcreteParams& p, int64_t tile_begin,
+                                int64_t tile_end) {
+  run_hard_concrete<true>(p, tile_begin, tile_end);
+}
+
+}  // namespace
+SP_NAMESPACE_END
+
+namespace sparseprune {
+namespace cpu {
+
+const HardConcreteKernels& SP_ISA_FN(hard_concrete_kernels)() {
+  static constexpr HardConcreteKernels table{SP_ISA_NAME, &run_hard_concrete_forward,
+                                             &run_hard_concrete_backward};
+  return table;
+}
+
+}  // namespace cpu
+}  // namespace sparseprune
