@@ -11,21 +11,12 @@
 SP_NAMESPACE_BEGIN
 namespace {
 
-// A double constant as a math lane: full precision for float64, rounded to float otherwise.
-template <class W>
-W constant_lane(double x) {
-  if constexpr (std::is_same<W, double>::value)
-    return x;
-  else
-    return W(static_cast<float>(x));
-}
-
 // Elements [first, first + n) with noise lane type F (its words in `bits`) and math lane W.
 template <bool kBackward, class F, class T>
 void hard_concrete_group(const HardConcreteParams& p, int64_t first, int n, const uint32_t* bits) {
   using W = WeightLane<F, T>;
-  const W inv_beta = constant_lane<W>(p.inv_beta), width = constant_lane<W>(p.width),
-          gamma = constant_lane<W>(p.gamma);
+  const W inv_beta = lane_of<W>(p.inv_beta), width = lane_of<W>(p.width),
+          gamma = lane_of<W>(p.gamma);
   const T* log_alpha = in<T>(p.log_alpha, first);
   for (int j = 0; j < n; j += Lanes<F>::kWidth) {
     const W L(logistic_noise(uniform_open<F>(IO<F>::load_bits(bits + j))));

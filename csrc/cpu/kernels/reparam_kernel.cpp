@@ -10,22 +10,13 @@
 SP_NAMESPACE_BEGIN
 namespace {
 
-// A double as a weight-math lane: full precision for float64 weights, float otherwise.
-template <class W>
-W lane_from_double(double x) {
-  if constexpr (std::is_same<W, double>::value)
-    return x;
-  else
-    return W(static_cast<float>(x));
-}
-
 // Elements [first, first + n) with lane type F; each element's term (h, or its dLoss/dt term) is
 // added to `sums` at tile position pos + j.
 template <bool kBackward, class F, class WT, class Sums>
 void reparam_group(const ReparamParams& p, int64_t first, int n, int64_t pos, Sums& sums) {
   using W = WeightLane<F, WT>;
   const WT* w = in<WT>(p.weight, first);
-  const W t = lane_from_double<W>(*p.t);
+  const W t = lane_of<W>(*p.t);
   const bool sum = p.partials != nullptr;
   if constexpr (!kBackward) {
     WT* w_hat = out<WT>(p.w_hat, first);
@@ -38,7 +29,7 @@ void reparam_group(const ReparamParams& p, int64_t first, int n, int64_t pos, Su
   } else {
     const WT* g = in<WT>(p.grad, first);
     WT* grad_weight = out<WT>(p.grad_weight, first);
-    const W gs = lane_from_double<W>(p.grad_sum ? *p.grad_sum : 0.0);
+    const W gs = lane_of<W>(p.grad_sum ? *p.grad_sum : 0.0);
     for (int j = 0; j < n; j += Lanes<F>::kWidth) {
       W gw, term;
       reparam_backward(IO<W>::load(g + j), gs, IO<W>::load(w + j), t, p.power, gw, term);

@@ -8,15 +8,6 @@ namespace {
 
 inline float scale_of(const StochasticParams& p) { return p.scale ? *p.scale : 1.0f; }
 
-// A double factor as a weight-math lane: full precision for float64 weights, float otherwise.
-template <class W>
-W lane_of(double x) {
-  if constexpr (std::is_same<W, double>::value)
-    return x;
-  else
-    return W(static_cast<float>(x));
-}
-
 // The loop every noise-driven pass shares: for each tile of [tile_begin, tile_end), each 64-element
 // chunk gets its Philox words and goes to group(lane, first, n, bits, tile_pos, sums) with the
 // vector lane type (a one-lane float for the tensor's last partial chunk); `sums` are K per-tile

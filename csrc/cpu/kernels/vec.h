@@ -92,6 +92,16 @@ T* out(void* p, int64_t first) {
 template <class F, class WT>
 using WeightLane = std::conditional_t<std::is_same<WT, double>::value, double, F>;
 
+// A double constant as a math lane W: full precision for double, rounded to float otherwise (so a
+// float lane sees the same constant on every ISA).
+template <class W>
+W lane_of(double x) {
+  if constexpr (std::is_same<W, double>::value)
+    return x;
+  else
+    return W(static_cast<float>(x));
+}
+
 // Sixteen running sums: element e of a tile always goes to lane e % 16, whatever the vector
 // width, and the lanes are combined by a fixed tree, so reductions come out bit-identical on every
 // ISA and thread count. V is the vector type (lanes kept in registers) or a scalar (16 slots).
