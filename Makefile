@@ -41,7 +41,7 @@ SPARSE_BENCH_ARGS ?=
 bench-sparse: build
 	GLIBC_TUNABLES=$(BENCH_ALLOCATOR) $(PY) benchmarks/sparse_bench.py $(SPARSE_BENCH_ARGS)
 
-# The reproduction table: trains the runs of docs/reproduce.sh (about 30 min on 2 idle cores) and
+# The reproduction table: trains the runs of docs/reproduce.sh (about 45 min on 2 idle cores) and
 # writes docs/results.md.
 repro: build
 	PY=$(PY) bash docs/reproduce.sh

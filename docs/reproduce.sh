@@ -9,8 +9,9 @@
 # split, final model = best validation epoch (of the last round), 2 torch threads.
 # Budgets fit a 2-core CPU: LeNet-300-100 30 epochs (~1.5 s each: under 1 min per run), Conv-4
 # 4 epochs of 50 batches (~0.95 s per batch of 256 plus ~50 s of evaluation: about 4 min per run,
-# 200 batches = one pass over the training split in all); about 30 min for the 12 runs on an
-# otherwise idle machine. Other processes on the cores slow it down several-fold.
+# 200 batches = one pass over the training split in all), the weight-training runs about 1 min
+# each: about 45 min for the 18 runs on an otherwise idle machine (measured: LeNet ~1.5 min,
+# Conv-4 ~5.5 min per run). Other processes on the cores slow it down several-fold.
 #
 # Usage: bash docs/reproduce.sh      (or `make repro`)
 #   OUT=runs/repro   where the runs go (gitignored);  DEST=docs/results.md   the table

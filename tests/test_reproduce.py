@@ -1,5 +1,5 @@
 """docs/reproduce.sh and docs/write_results.py end to end, on the synthetic dataset with one-epoch
-budgets (the real table needs Fashion-MNIST and half an hour): every method variant trains, the
+budgets (the real table needs Fashion-MNIST and about 45 minutes): every method variant trains, the
 table and the claim checks are written with the exact commands, and a second call skips the runs
 that finished with the same command."""
 
