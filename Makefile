@@ -1,4 +1,4 @@
-# sparseprune: `make demo`, `make test`, `make bench`. Each creates .venv (Python 3.11) when it is
+# sparseprune: `make demo`, `make test` (import contracts, then pytest), `make bench`. Each creates
 # missing, installs torch ($(TORCH_SPEC)) and the package with its test extras, builds the
 # extension when its sources changed, and runs.
 
@@ -23,11 +23,13 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 
 build: $(VENV)/.built
 
+# The import contracts (pyproject.toml, [tool.importlinter]) first: a layering break fails fast.
 test: build
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest -q
 
 demo: build
-	$(PY) -m sparseprune.demo
+	$(PY) -m sparseprune.runner.demo
 
 # Timings keep freed memory for reuse (as jemalloc/tcmalloc would); see README, Performance.
 BENCH_ALLOCATOR ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184

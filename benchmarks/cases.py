@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 import sparseprune as sp
 from sparseprune import ops, reference
-from sparseprune.models import build_model
-from sparseprune.rng import rng_state
+from sparseprune.runner.models import build_model
+from sparseprune.ops.rng import rng_state
 
 
 # (method, rescale, density) of the mask configurations the overhead suite times.

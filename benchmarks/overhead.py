@@ -21,7 +21,7 @@ import torch
 
 import cases
 import common
-from sparseprune.models import build_model
+from sparseprune.runner.models import build_model
 
 LAYERS = {  # name -> weight shape; the Conv2/4/6 shapes are those of 32x32x3 inputs
     "fc 4096x4096": (4096, 4096),

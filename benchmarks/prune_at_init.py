@@ -31,8 +31,8 @@ sys.path.insert(0, str(HERE.parent))
 
 import common  # noqa: E402
 import sparseprune as sp  # noqa: E402
-from sparseprune.data import load_idx_dataset, loader  # noqa: E402
-from sparseprune.models import build_model, kaiming_normal_  # noqa: E402
+from sparseprune.runner.data import load_idx_dataset, loader  # noqa: E402
+from sparseprune.runner.models import build_model, kaiming_normal_  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -148,7 +148,7 @@ def markdown(doc: dict, per_layer: bool = True) -> str:
         f"Measured by `python benchmarks/prune_at_init.py` on {meta['cpu']}, "
         f"{meta['threads']} thread(s), torch {meta['torch']}.",
         "",
-        "Protocol: Kaiming-normal init (`sparseprune.models.kaiming_normal_`, the same for every "
+        "Protocol: Kaiming-normal init (`sparseprune.runner.models.kaiming_normal_`, the same for every "
         "method of a seed); `sparseprune.prune_at_init` with the library defaults (global scope; "
         "SynFlow 100 iterations, exponential schedule; Iter-SNIP and FORCE 10 iterations; GraSP "
         f"10 samples per class; SNIP / Iter-SNIP / FORCE one minibatch of {meta['score_batch']} "

@@ -46,7 +46,7 @@ def layer_results(size: int, densities, batches, rounds: int, repeat: int) -> li
     rows = []
     for density in densities:
         weight = cases.pruned_weight(size, density)
-        auto = sp.sparse.auto_format(density, size, size)
+        auto = sp.inference.sparsify.auto_format(density, size, size)
         for batch in batches:
             times = interleaved(cases.layer_candidates(weight, batch), rounds, repeat)
             times["auto"] = times[auto]  # "auto" is one of the candidates, not another kernel

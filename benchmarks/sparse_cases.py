@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import sparseprune as sp
-from sparseprune import formats, ops, sparse
-from sparseprune.models import build_model
+from sparseprune import ops
+from sparseprune.inference import sparsify as sparse
+from sparseprune.ops import formats
+from sparseprune.runner.models import build_model
 
 MODELS = {"lenet300": (1, 28, 28), "conv4": (3, 32, 32)}
 

@@ -9,27 +9,31 @@ Quick start::
     sp.finalize(model)                            # plain layers, pruned weights exactly 0
     sp.to_sparse(model.eval())                    # sparse inference layers, format per layer
     sp.save(model, "model.safetensors")           # only the kept weights
+
+Layout (imports go downward only, checked by import-linter): ``runner`` (the experiment
+application) > ``reference`` > ``training`` | ``pruning`` | ``inference`` > ``convert`` |
+``report`` > ``nn`` > ``methods`` > ``functional`` | ``select`` > ``ops`` > ``_validate``.
 """
 
 __version__ = "0.1.0"
 
-from . import budget, functional, methods, nn, ops, reference  # noqa: E402
-from ._ext import (ExtensionError, build_info, compiled_cpu_isas, cpu_isa,  # noqa: E402
-                   set_cpu_isa, supported_cpu_isas)
+from . import functional, methods, nn, ops, reference  # noqa: E402
+from .ops import rng  # noqa: E402
+from .ops._ext import (ExtensionError, build_info, compiled_cpu_isas, cpu_isa,  # noqa: E402
+                       set_cpu_isa, supported_cpu_isas)
 from .convert import (convert, final_masks, finalize, mask_parameters,  # noqa: E402
                       masked_layers, sampled_masks)
 from .report import Report, sparsity_report  # noqa: E402
-from . import sensitivity  # noqa: E402
+from .methods import sensitivity  # noqa: E402
+from .training import budget, schedules  # noqa: E402
 from . import pruning  # noqa: E402
 from .pruning import prune_at_init, set_masks  # noqa: E402
-from .serialize import load, save  # noqa: E402
-from .sparse import to_sparse  # noqa: E402
-from . import schedules  # noqa: E402
+from .inference import load, save, to_sparse  # noqa: E402
 
 __all__ = [
     "convert", "finalize", "prune_at_init", "set_masks", "pruning", "final_masks", "mask_parameters",
     "masked_layers", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
     "nn", "ops", "reference", "budget", "sensitivity", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas",
     "supported_cpu_isas", "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",
-    "schedules",
+    "schedules", "rng",
 ]

@@ -1,5 +1,5 @@
 """``python -m sparseprune``: the same as the ``sparseprune`` console script."""
 
-from .cli import main
+from .runner.cli import main
 
 raise SystemExit(main())

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 import torch
 from torch import nn
 
-from . import _args
+from . import _validate
 from .nn.masked import MaskedConv2d, MaskedLayer, MaskedLinear
 from .select import select_top
 
@@ -18,14 +18,22 @@ Filter = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
 _MASKED = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d}
 
 
-def _matches(spec: Filter, name: str, module: nn.Module) -> bool:
+def matches(spec: Filter, name: str, module: nn.Module) -> bool:
+    """Whether a layer filter (names, glob patterns or a predicate) matches the layer."""
     if callable(spec):
         return bool(spec(name, module))
     patterns = [spec] if isinstance(spec, str) else list(spec)
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+def selected(name: str, module: nn.Module, include: Filter, exclude: Filter) -> bool:
+    """Whether ``include`` (None: every layer) and ``exclude`` (None: none) let the layer through."""
+    return ((include is None or matches(include, name, module))
+            and (exclude is None or not matches(exclude, name, module)))
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` in place of submodule ``name``; returns the model (``new`` for ``name=""``)."""
     if name == "":
         return new
     parent_name, _, child = name.rpartition(".")
@@ -44,9 +52,7 @@ def convertible_layers(model: nn.Module, include: Filter = None,
     """The plain ``nn.Linear`` / ``nn.Conv2d`` layers of ``model`` that :func:`convert` would
     swap for masked ones, with their qualified names, in module order (maybe none)."""
     return [(name, module) for name, module in model.named_modules()
-            if _dense_type(module) is not None
-            and (include is None or _matches(include, name, module))
-            and (exclude is None or not _matches(exclude, name, module))]
+            if _dense_type(module) is not None and selected(name, module, include, exclude)]
 
 
 def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
@@ -65,7 +71,7 @@ def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
                          f"(include={include!r}, exclude={exclude!r})")
     for name, module in targets:
         masked = _MASKED[type(module)].from_dense(module, method, **method_options)
-        model = _replace(model, name, masked)
+        model = replace_module(model, name, masked)
     return model
 
 
@@ -117,12 +123,12 @@ def final_masks(model: nn.Module, *, density: Optional[float] = None,
     over all masked layers together (``scope="global"``, N = all their weights) or in each layer
     (``scope="local"``, N = the layer's weights). Ties break by position.
     """
-    scope = _args.scope(scope)
+    scope = _validate.scope(scope)
     layers = masked_layers(model)
     if density is None or not layers:
         return {name: layer.method.final_mask(layer) for name, layer in layers}
     scores = [layer.method.ranking_scores(layer) for _, layer in layers]
-    masks = select_top(scores, _args.density(density), scope=scope)
+    masks = select_top(scores, _validate.density(density), scope=scope)
     return {name: mask for (name, _), mask in zip(layers, masks)}
 
 
@@ -138,5 +144,5 @@ def finalize(model: nn.Module, *, density: Optional[float] = None,
     """
     masks = final_masks(model, density=density, scope=scope)
     for name, layer in masked_layers(model):
-        model = _replace(model, name, layer.to_dense(layer.method.final_weight(layer, masks[name])))
+        model = replace_module(model, name, layer.to_dense(layer.method.final_weight(layer, masks[name])))
     return model

@@ -19,8 +19,8 @@ from torch import Tensor
 
 import math
 
-from . import _args, autograd, ops  # noqa: F401  (autograd registers the gradients)
-from .rng import next_rng
+from . import _validate, ops
+from .ops.rng import next_rng
 
 __all__ = ["aslp_weight", "supermask_weight", "edge_popup_weight", "masked_linear",
            "masked_conv2d", "reparam_weight", "hard_concrete_sample", "hard_concrete_gate",
@@ -34,9 +34,9 @@ def _rng(method: str, generator: Optional[torch.Generator]) -> Tensor:
 
 
 def _masked_weight(weight, scores, scale, method, rescale, temperature, density, generator):
-    _args.tensors({"weight": weight, "scores": scores}, {"scale": scale})
-    tau = _args.temperature(temperature)
-    method, rescale, density = _args.mask_options(method, scale, rescale, density)
+    _validate.tensors({"weight": weight, "scores": scores}, {"scale": scale})
+    tau = _validate.temperature(temperature)
+    method, rescale, density = _validate.mask_options(method, scale, rescale, density)
     return ops.masked_weight(weight, scores, scale, method, rescale, tau, density,
                              _rng(method, generator))
 
@@ -85,17 +85,17 @@ def masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
     The masked weight is a transient: backward regenerates it from the saved ``rng`` in the same
     fused pass that computes the score gradients.
     """
-    _args.tensors({"input": input, "weight": weight, "scores": scores},
+    _validate.tensors({"input": input, "weight": weight, "scores": scores},
                   {"bias": bias, "scale": scale})
-    tau = _args.temperature(temperature)
-    method, rescale, density = _args.mask_options(method, scale, rescale, density)
+    tau = _validate.temperature(temperature)
+    method, rescale, density = _validate.mask_options(method, scale, rescale, density)
     return ops.masked_linear(input, weight, scores, bias, scale, method, rescale, tau, density,
                              _rng(method, generator))
 
 
 def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor] = None,
-                  stride: _args.IntPair = 1, padding: _args.IntPair | str = 0,
-                  dilation: _args.IntPair = 1, groups: int = 1, *, method: str = "aslp",
+                  stride: _validate.IntPair = 1, padding: _validate.IntPair | str = 0,
+                  dilation: _validate.IntPair = 1, groups: int = 1, *, method: str = "aslp",
                   scale: Optional[Tensor] = None, rescale: Optional[str] = None,
                   temperature: float = 1.0, density: Optional[float] = None,
                   generator: Optional[torch.Generator] = None) -> Tensor:
@@ -103,11 +103,11 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
     way; arguments follow ``torch.nn.functional.conv2d`` (including ``padding="same"``) and
     :func:`masked_linear`.
     """
-    _args.tensors({"input": input, "weight": weight, "scores": scores},
+    _validate.tensors({"input": input, "weight": weight, "scores": scores},
                   {"bias": bias, "scale": scale})
-    tau = _args.temperature(temperature)
-    method, rescale, density = _args.mask_options(method, scale, rescale, density)
-    input, stride, padding, dilation = _args.conv_args(input, weight, stride, padding, dilation)
+    tau = _validate.temperature(temperature)
+    method, rescale, density = _validate.mask_options(method, scale, rescale, density)
+    input, stride, padding, dilation = _validate.conv_args(input, weight, stride, padding, dilation)
     return ops.masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups,
                              method, rescale, tau, density, _rng(method, generator))
 
@@ -123,8 +123,8 @@ def reparam_weight(weight: Tensor, t: Tensor, *, power: int = 4, return_sum: boo
     budget's cost, a 0-dim float32 tensor, float64 for float64 weights), computed in the same pass
     and differentiable too.
     """
-    _args.tensors({"weight": weight, "t": t})
-    w_hat, h_sum = ops.reparam_weight(weight, t, _args.power(power), bool(return_sum))
+    _validate.tensors({"weight": weight, "t": t})
+    w_hat, h_sum = ops.reparam_weight(weight, t, _validate.power(power), bool(return_sum))
     return (w_hat, h_sum) if return_sum else w_hat
 
 
@@ -147,8 +147,8 @@ def hard_concrete_sample(log_alpha: Tensor, *, beta: float = 2.0 / 3.0, gamma: f
     ``U(eps, 1 - eps)``. Differentiable in ``log_alpha`` (0 where a gate is clipped). ``log_alpha``
     may be float32, float64, bfloat16 or float16 (math in float32, float64 for float64); the
     result has its dtype and shape (contiguous)."""
-    _args.tensor("log_alpha", log_alpha)
-    beta, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
+    _validate.tensor("log_alpha", log_alpha)
+    beta, gamma, zeta = _validate.hard_concrete(beta, gamma, zeta)
     return ops.hard_concrete_sample(log_alpha, beta, gamma, zeta, next_rng(generator))
 
 
@@ -156,8 +156,8 @@ def hard_concrete_gate(log_alpha: Tensor, *, beta: float = 2.0 / 3.0, gamma: flo
                        zeta: float = 1.1) -> Tensor:
     """The deterministic test-time gate ``min(1, max(0, sigmoid(log_alpha) * (zeta - gamma) +
     gamma))`` (0 when ``sigmoid(log_alpha) <= -gamma / (zeta - gamma)``, 1/12 by default)."""
-    _args.tensor("log_alpha", log_alpha)
-    _, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
+    _validate.tensor("log_alpha", log_alpha)
+    _, gamma, zeta = _validate.hard_concrete(beta, gamma, zeta)
     return _stretch(torch.sigmoid(log_alpha), gamma, zeta)
 
 
@@ -165,6 +165,6 @@ def hard_concrete_nonzero_probability(log_alpha: Tensor, *, beta: float = 2.0 / 
                                       gamma: float = -0.1, zeta: float = 1.1) -> Tensor:
     """``P(z != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta))`` per gate: the expected-L0
     penalty's terms."""
-    _args.tensor("log_alpha", log_alpha)
-    beta, gamma, zeta = _args.hard_concrete(beta, gamma, zeta)
+    _validate.tensor("log_alpha", log_alpha)
+    beta, gamma, zeta = _validate.hard_concrete(beta, gamma, zeta)
     return torch.sigmoid(log_alpha - beta * math.log(-gamma / zeta))

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from . import _args
+from . import _validate
 
 
 def top_k_masks(scores: list[Tensor], k: int) -> list[Tensor]:
@@ -82,7 +82,7 @@ def select_top(scores: Sequence[Tensor], density: float, *, scope: str = "global
     alone, in order, so ties still break by position (earlier layer, then lower flat index) and
     late steps of a long schedule rank fewer entries. ``scores`` are not modified.
     """
-    scope = _args.scope(scope)
+    scope = _validate.scope(scope)
     scores = list(scores)
     total, per_layer = keep_counts([s.numel() for s in scores], density, scope,
                                    min_layer_density)
@@ -118,10 +118,6 @@ def _pick(scores: list[Tensor], scope: str, total: int, per_layer: list[int], *,
     return top_k_masks(scores, total)
 
 
-# Density schedules of iterative pruning (METHODS.md 9.3, 9.4; magnitude pruning's rounds).
-SCHEDULES = ("exponential", "linear")
-
-
 def densities(density: float, iterations: int, schedule: str = "exponential") -> list[float]:
     """The fraction of weights kept after each of ``iterations`` pruning steps, ending at
     ``density``.
@@ -132,12 +128,9 @@ def densities(density: float, iterations: int, schedule: str = "exponential") ->
     exactly (``1 - (1 - d)`` may differ from ``d`` in the last bit, which could move
     ``round(d * N)``).
     """
-    density = _args.density(density)
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, "
-                         f"got {schedule!r}")
+    density = _validate.density(density)
+    _validate.positive_int("iterations", iterations)
+    _validate.choice("schedule", schedule, _validate.SCHEDULES)
     steps = range(1, iterations + 1)
     if schedule == "exponential":
         out = [density ** (t / iterations) for t in steps]

@@ -3,7 +3,7 @@
 import torch
 
 from sparseprune import reference
-from sparseprune.rng import rng_state, seed_offset
+from sparseprune.ops.rng import rng_state, seed_offset
 
 
 def noise_like(t: torch.Tensor, rng: torch.Tensor) -> torch.Tensor:

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import Tensor
 
-from .. import _args
+from .. import _validate as V
 from ..select import select_top
-from .base import MaskMethod, register
+from .base import MaskMethod, Recipe, register
 from .init import init_weight_, kaiming_uniform_scores
-from .stochastic import SCORE_DTYPES
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..nn.masked import MaskedLayer
@@ -36,23 +35,22 @@ class EdgePopup(MaskMethod):
     """
 
     name = "edge_popup"
+    density_role = "option"
+    recipe = Recipe({"scores": 0.1}, weight_decay=1e-4, lr_schedule="cosine",
+                    source="METHODS.md 3.4 (hidden-networks small-scale configs)")
 
     def __init__(self, density: float = 0.5, weight_init: Optional[str] = None,
                  scale_fan: bool = False, train_weights: bool = False,
                  scores_dtype: Optional[torch.dtype] = None):
-        self.density = _args.density(density)
-        if weight_init not in (None, "kaiming_normal", "signed_constant"):
-            raise ValueError("weight_init must be one of (None, 'kaiming_normal', "
-                             f"'signed_constant'), got {weight_init!r}")
+        self.density = V.density(density)
+        V.choice("weight_init", weight_init, V.WEIGHT_INITS)
         if scale_fan and weight_init != "signed_constant":
             raise ValueError("scale_fan applies to weight_init='signed_constant', got "
                              f"weight_init={weight_init!r}")
-        if scores_dtype not in SCORE_DTYPES:
-            raise ValueError(f"scores_dtype must be a floating dtype or None, got {scores_dtype!r}")
+        self.scores_dtype = V.scores_dtype(scores_dtype)
         self.weight_init = weight_init
         self.scale_fan = bool(scale_fan)
         self.train_weights = bool(train_weights)
-        self.scores_dtype = scores_dtype
 
     def attach(self, layer: "MaskedLayer") -> None:
         if layer.weight.numel() == 0:

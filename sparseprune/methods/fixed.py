@@ -7,12 +7,12 @@ Used by :func:`sparseprune.prune_at_init` and reusable by any prune-then-train p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .base import MaskMethod, register
+from .base import MaskMethod, Recipe, layers_using, register
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..nn.masked import MaskedLayer
@@ -36,6 +36,8 @@ class FixedMask(MaskMethod):
     name = "fixed"
     parameter_names = ()
     standalone = False
+    recipe = Recipe({"weights": 0.1}, weight_decay=1e-4, lr_schedule="cosine",
+                    source="common small-scale setting; METHODS.md section 9")
 
     def __init__(self) -> None:  # no options
         pass
@@ -80,3 +82,38 @@ class FixedMask(MaskMethod):
         layer.weight.masked_fill_(pruned, 0)
         if layer.weight.grad is not None:
             layer.weight.grad.masked_fill_(pruned, 0)
+
+
+@torch.no_grad()
+def set_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
+    """Give the ``"fixed"`` masked layers of ``model`` new masks, by qualified layer name, and set
+    their pruned weights to exactly 0. In place; returns ``model``.
+
+    Each mask is a bool tensor of the layer's weight shape (copied to the layer's device). Layers
+    not named in ``masks`` keep their mask. Unknown names, layers of another method, and masks of
+    the wrong type or shape raise ValueError / TypeError naming the layer. Validation happens
+    before anything changes, so a bad call leaves the model as it was.
+    """
+    if not isinstance(masks, Mapping):
+        raise TypeError(f"masks must be a mapping of layer name -> bool Tensor, "
+                        f"got {type(masks).__name__}")
+    layers = dict(layers_using(model, MaskMethod))
+    fixed = {name: layer for name, layer in layers.items() if isinstance(layer.method, FixedMask)}
+    for name, mask in masks.items():
+        if name not in layers:
+            raise ValueError(f"masks names layer {name!r}, which is not a masked layer of the "
+                             f"model; masked layers: {', '.join(map(repr, layers)) or 'none'}")
+        if name not in fixed:
+            raise ValueError(f"layer {name!r} uses method {layers[name].method.name!r}; only "
+                             "'fixed' layers take a mask (convert them with method='fixed')")
+        weight = fixed[name].weight
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            got = f"dtype {mask.dtype}" if isinstance(mask, Tensor) else type(mask).__name__
+            raise TypeError(f"masks[{name!r}] must be a bool Tensor, got {got}")
+        if mask.shape != weight.shape:
+            raise ValueError(f"masks[{name!r}] must have the weight's shape "
+                             f"{list(weight.shape)}, got {list(mask.shape)}")
+    for name, mask in masks.items():
+        layer = fixed[name]
+        layer.method.set_mask(layer, mask.to(layer.weight.device))
+    return model

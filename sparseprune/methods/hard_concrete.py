@@ -4,14 +4,14 @@ Formulas and defaults: docs/METHODS.md 5."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .. import _args
+from .. import _validate as V
 from .. import functional as SF
-from .base import MaskMethod, register
+from .base import MaskMethod, Recipe, TrainingHooks, layers_using, register
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..nn.masked import MaskedLayer
@@ -47,17 +47,17 @@ class HardConcrete(MaskMethod):
 
     name = "hard_concrete"
     parameter_names = ("log_alpha",)
+    density_role = "learned"
+    recipe = Recipe({"weights": 1e-3, "log_alpha": 1e-2}, optimizer="adam",
+                    source="METHODS.md 5.5 (Adam 1e-3; log_alpha 1e-2 so a short run reaches "
+                           "its budget)")
 
     def __init__(self, structure: str = "weight", droprate_init: float = 0.5,
                  beta: float = 2.0 / 3.0, gamma: float = -0.1, zeta: float = 1.1):
-        if structure not in STRUCTURES:
-            raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
-        self.structure = structure
-        self.droprate_init = _args.finite_number("droprate_init", droprate_init, minimum=0.0,
-                                                 strict=True)
-        if self.droprate_init >= 1:
-            raise ValueError(f"droprate_init must be in (0, 1), got {droprate_init!r}")
-        self.beta, self.gamma, self.zeta = _args.hard_concrete(beta, gamma, zeta)
+        self.structure = V.choice("structure", structure, STRUCTURES)
+        self.droprate_init = V.number_in("droprate_init", droprate_init, 0.0, 1.0, low_open=True,
+                                         high_open=True)
+        self.beta, self.gamma, self.zeta = V.hard_concrete(beta, gamma, zeta)
 
     def gate_shape(self, layer: "MaskedLayer") -> tuple[int, ...]:
         """The shape of ``log_alpha`` broadcast against the weight."""
@@ -109,13 +109,23 @@ class HardConcrete(MaskMethod):
         """Clamp log_alpha to [log 1e-2, log 1e2] (the reference code, after each step)."""
         layer.log_alpha.clamp_(*LOG_ALPHA_RANGE)
 
+    @classmethod
+    def training_hooks(cls, layers: Sequence["MaskedLayer"], *,
+                       epochs_per_round: int) -> TrainingHooks:
+        return _Clamp()
 
-def constrain_(model: torch.nn.Module) -> None:
+
+class _Clamp(TrainingHooks):
+    """The reference code's log_alpha clamp after every optimizer step."""
+
+    def after_step(self, model: nn.Module, inputs: Tensor, labels: Tensor) -> None:
+        constrain_(model)
+
+
+def constrain_(model: nn.Module) -> None:
     """Clamp the log_alpha of every hard-concrete layer of ``model`` (after each optimizer step)."""
-    from ..convert import masked_layers
-    for _, layer in masked_layers(model):
-        if isinstance(layer.method, HardConcrete):
-            layer.method.constrain_(layer)
+    for _, layer in layers_using(model, HardConcrete):
+        layer.method.constrain_(layer)
 
 
 def prob_and_group_norms(layer: "MaskedLayer", weight_decay: float) -> Tensor:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-WEIGHT_INITS = (None, "kaiming_normal", "signed_constant")
+from .. import _validate as V
 
 
 @torch.no_grad()
@@ -33,9 +33,8 @@ def signed_kaiming_constant_(weight: Tensor, density: float = 1.0) -> Tensor:
 
 @torch.no_grad()
 def init_weight_(weight: Tensor, kind: str | None, density: float = 1.0) -> Tensor:
-    """Applies one of WEIGHT_INITS (None leaves the weights as they are)."""
-    if kind not in WEIGHT_INITS:
-        raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {kind!r}")
+    """Applies one of _validate.WEIGHT_INITS (None leaves the weights as they are)."""
+    V.choice("weight_init", kind, V.WEIGHT_INITS)
     if kind == "kaiming_normal":
         kaiming_normal_(weight)
     elif kind == "signed_constant":

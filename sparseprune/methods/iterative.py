@@ -2,42 +2,35 @@
 docs/METHODS.md 7) and lottery-ticket iterative magnitude pruning ("lottery", METHODS 8).
 
 Both train the weights through a :class:`~sparseprune.methods.fixed.FixedMask` that stays fixed
-during training and shrinks between rounds. A round is driven from outside, once per model, by
-:func:`sparseprune.schedules.prune_round` (or the loop :func:`sparseprune.schedules.iterative_prune`):
-the layers' method class computes the new masks of all its layers together
-(:meth:`IterativeMask.next_masks`), because a global density or an output-layer rate needs them all.
-The number of rounds done is a buffer of each layer, so checkpoints resume mid-schedule.
+during training and shrinks between rounds. A round is applied once per model by
+:func:`prune_round` (in a loop of your own, or :func:`sparseprune.schedules.iterative_prune`; a
+training loop with the method's hooks calls it every ``epochs_per_round`` epochs): the layers'
+method class computes the new masks of all its layers together (:meth:`IterativeMask.next_masks`),
+because a global density or an output-layer rate needs them all. The number of rounds done is a
+buffer of each layer, so checkpoints resume mid-schedule.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .. import _args
+from .. import _validate as V
 from ..select import densities, top_k_masks
-from .base import register
+from .base import Recipe, TrainingHooks, layers_using, register
 from .fixed import FixedMask
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..nn.masked import MaskedLayer
 
 
-def _rounds(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"rounds must be an int >= 1, got {value!r}")
-    return value
-
-
 def _rate(name: str, value) -> float:
-    value = _args.finite_number(name, value, minimum=0.0)
-    if value >= 1:
-        raise ValueError(f"{name} must be in [0, 1) (the fraction of surviving weights pruned "
-                         f"per round), got {value!r}")
-    return value
+    """A fraction of the surviving weights pruned per round."""
+    return V.number_in(name, value, 0.0, 1.0, high_open=True)
 
 
 def _keep_largest(layers: Sequence["MaskedLayer"], kept: int) -> list[Tensor]:
@@ -55,6 +48,14 @@ class IterativeMask(FixedMask):
     def attach(self, layer: "MaskedLayer") -> None:
         super().attach(layer)
         layer.register_buffer("rounds_done", torch.zeros((), dtype=torch.int64), persistent=True)
+
+    def pruning_rounds(self) -> int:
+        return self.rounds
+
+    @classmethod
+    def training_hooks(cls, layers: Sequence["MaskedLayer"], *,
+                       epochs_per_round: int) -> TrainingHooks:
+        return _Rounds(epochs_per_round, layers[0].method.rounds)
 
     @classmethod
     @abstractmethod
@@ -86,6 +87,10 @@ class MagnitudePrune(IterativeMask):
     """
 
     name = "magnitude"
+    density_role = "option"
+    recipe = Recipe({"weights": 1.2e-3}, optimizer="adam", weight_decay=1e-4,
+                    source="METHODS.md 7 (L2 during training and retraining; the lr is "
+                           "unconfirmed: F&C's LeNet rate)")
 
     def __init__(self, quality: Optional[float] = None, density: Optional[float] = None,
                  rounds: int = 1):
@@ -95,10 +100,10 @@ class MagnitudePrune(IterativeMask):
                              f"density={density!r}")
         if quality is None and density is None:
             quality = 1.0
-        self.quality = None if quality is None else _args.finite_number("quality", quality,
-                                                                        minimum=0.0)
-        self.density = None if density is None else _args.density(density)
-        self.rounds = _rounds(rounds)
+        self.quality = None if quality is None else V.finite_number("quality", quality,
+                                                                    minimum=0.0)
+        self.density = None if density is None else V.density(density)
+        self.rounds = V.positive_int("rounds", rounds)
 
     @property
     def rule(self) -> str:
@@ -150,21 +155,17 @@ class LotteryTicket(IterativeMask):
     """
 
     name = "lottery"
-    SCOPES = ("local", "global")
+    recipe = Recipe({"weights": 1.2e-3}, optimizer="adam",
+                    source="METHODS.md 8.2 (F&C LeNet-300-100: Adam 1.2e-3, per round)")
 
     def __init__(self, rate: float = 0.2, conv_rate: float = 0.1, output_rate: float = 0.1,
                  scope: str = "local", rewind_step: Optional[int] = 0, rounds: int = 1):
         self.rate = _rate("rate", rate)
         self.conv_rate = _rate("conv_rate", conv_rate)
         self.output_rate = _rate("output_rate", output_rate)
-        if scope not in self.SCOPES:
-            raise ValueError(f"scope must be one of {self.SCOPES}, got {scope!r}")
-        self.scope = scope
-        if rewind_step is not None and (isinstance(rewind_step, bool)
-                                        or not isinstance(rewind_step, int) or rewind_step < 0):
-            raise ValueError(f"rewind_step must be an int >= 0 or None, got {rewind_step!r}")
-        self.rewind_step = rewind_step
-        self.rounds = _rounds(rounds)
+        self.scope = V.scope(scope)
+        self.rewind_step = V.positive_int("rewind_step", rewind_step, optional=True, minimum=0)
+        self.rounds = V.positive_int("rounds", rounds)
 
     def attach(self, layer: "MaskedLayer") -> None:
         super().attach(layer)
@@ -230,3 +231,86 @@ class LotteryTicket(IterativeMask):
             layer.bias.copy_(layer.rewind_bias)
         self.set_mask(layer)
 
+
+@dataclass
+class RoundResult:
+    """What one round of :func:`iterative_prune` ended with."""
+
+    round: int
+    density: float                  # kept fraction over the iterative layers
+    layer_density: dict[str, float] = field(default_factory=dict)
+    result: Any = None              # what the training callable returned
+
+    def __str__(self) -> str:
+        return f"round {self.round}: density {self.density:.4f}" + (
+            f", {self.result}" if self.result is not None else "")
+
+
+def iterative_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The masked layers of ``model`` whose method prunes by rounds, in module order. They must
+    all use one method with the same ``rounds`` (ValueError otherwise)."""
+    layers = layers_using(model, IterativeMask)
+    kinds = {(type(l.method), l.method.rounds) for _, l in layers}
+    if len(kinds) > 1:
+        got = sorted(f"{l.method.name}(rounds={l.method.rounds})" for _, l in layers)
+        raise ValueError(f"the iterative layers must share one method and rounds, got "
+                         f"{', '.join(dict.fromkeys(got))}")
+    return layers
+
+
+def require_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    layers = iterative_layers(model)
+    if not layers:
+        raise ValueError("model has no layers of an iterative method; convert it first, e.g. "
+                         "sp.convert(model, 'lottery') or sp.convert(model, 'magnitude')")
+    return layers
+
+
+def rounds_done(model: nn.Module) -> int:
+    """Pruning rounds already applied to ``model`` (0 before the first; stored in the layers'
+    ``rounds_done`` buffers, so it survives a checkpoint)."""
+    return int(require_layers(model)[0][1].rounds_done)
+
+
+def planned_rounds(model: nn.Module) -> int:
+    """The method's ``rounds`` option."""
+    return require_layers(model)[0][1].method.rounds
+
+
+def mask_density(layers) -> tuple[float, dict[str, float]]:
+    kept = {n: int(l.mask.sum()) for n, l in layers}
+    total = sum(l.mask.numel() for _, l in layers)
+    return sum(kept.values()) / total, {n: kept[n] / l.mask.numel() for n, l in layers}
+
+
+@torch.no_grad()
+def prune_round(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> RoundResult:
+    """Apply the next pruning round to every iterative layer of ``model``: new masks from the
+    method's rule (pruned weights set to exactly 0, never revived), then the method's
+    after-round step (the lottery ticket's rewind). With ``optimizer``, its state (momentum,
+    Adam moments) is cleared, so a pruned weight's old momentum cannot move it."""
+    layers = require_layers(model)
+    index = rounds_done(model) + 1
+    modules = [l for _, l in layers]
+    masks = type(modules[0].method).next_masks(modules, index)
+    for layer, mask in zip(modules, masks):
+        layer.method.set_mask(layer, mask & layer.mask)  # & : masks only shrink
+        layer.method.after_round(layer)
+        layer.rounds_done.fill_(index)
+    if optimizer is not None:
+        optimizer.state.clear()
+    density, per_layer = mask_density(layers)
+    return RoundResult(index, density, per_layer)
+
+
+class _Rounds(TrainingHooks):
+    """A pruning round at the end of every round of ``epochs_per_round`` epochs but the last."""
+
+    def __init__(self, epochs_per_round: int, rounds: int):
+        self.epochs_per_round, self.rounds = epochs_per_round, rounds
+
+    def end_of_epoch(self, model, epoch, optimizer, val_loss, evaluate) -> Optional[str]:
+        if epoch % self.epochs_per_round or epoch >= self.epochs_per_round * (self.rounds + 1):
+            return None
+        result = prune_round(model, optimizer)
+        return f"pruning round {result.round}/{self.rounds}: density {result.density:.4f}"

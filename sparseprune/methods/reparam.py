@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .. import _args
+from .. import _validate as V
 from .. import functional as SF
-from .base import MaskMethod, register
+from .base import MaskMethod, Recipe, register
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..nn.masked import MaskedLayer
@@ -40,10 +40,13 @@ class Reparam(MaskMethod):
 
     name = "reparam"
     parameter_names = ("t",)
+    density_role = "learned"
+    recipe = Recipe({"weights": 1e-3, "t": 1.0}, optimizer="adam",
+                    source="METHODS.md 4.3 (unconfirmed; t needs its own, larger rate)")
 
     def __init__(self, t_init: float = 100.0, power: int = 4, train_t: bool = True):
-        self.t_init = _args.finite_number("t_init", t_init, minimum=0.0, strict=True)
-        self.power = _args.power(power)
+        self.t_init = V.finite_number("t_init", t_init, minimum=0.0, strict=True)
+        self.power = V.power(power)
         self.train_t = bool(train_t)
         self._cached = None  # (h_sum, weight, weight version, t, t version) of the last forward
 

@@ -3,44 +3,34 @@ straight-through gradient, optional Smart Rescale or DWR. Formulas: docs/METHODS
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
 
-from .. import _args
-from .base import MaskMethod, register
+from .. import _validate as V
+from .base import MaskMethod, Recipe, register
 from .init import signed_std_
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..nn.masked import MaskedLayer
-
-RESCALES = (None, "smart", "dwr")
-SCORE_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 class StochasticMethod(MaskMethod):
     """What ASLP and Supermask share; see their docstrings for the options."""
 
     parameter_names = ("scores", "scale")
+    density_role = "learned"
 
     def __init__(self, rescale: Optional[str] = None, signed_constant: bool = False,
                  init_logit: float = 0.0, train_weights: bool = False,
                  sample_in_eval: bool = False, scores_dtype: Optional[torch.dtype] = None):
-        if rescale not in RESCALES:
-            raise ValueError(f"rescale must be one of {RESCALES}, got {rescale!r}")
-        if isinstance(init_logit, bool) or not isinstance(init_logit, (int, float)) \
-                or not math.isfinite(init_logit):
-            raise ValueError(f"init_logit must be a finite number, got {init_logit!r}")
-        if scores_dtype not in SCORE_DTYPES:
-            raise ValueError(f"scores_dtype must be a floating dtype or None, got {scores_dtype!r}")
-        self.rescale = rescale
+        self.rescale = V.choice("rescale", rescale, V.RESCALES)
         self.signed_constant = bool(signed_constant)
-        self.init_logit = float(init_logit)
+        self.init_logit = V.finite_number("init_logit", init_logit)
         self.train_weights = bool(train_weights)
         self.sample_in_eval = bool(sample_in_eval)
-        self.scores_dtype = scores_dtype
+        self.scores_dtype = V.scores_dtype(scores_dtype)
 
     def attach(self, layer: "MaskedLayer") -> None:
         weight = layer.weight
@@ -105,6 +95,7 @@ class ASLP(StochasticMethod):
     """
 
     name = "aslp"
+    recipe = Recipe({"scores": 50.0, "scale": 1e-3}, source="METHODS.md 1.5 (ASLP reference)")
 
     def __init__(self, temperature: float = 1.0, rescale: Optional[str] = None,
                  signed_constant: bool = False, init_logit: float = 0.0,
@@ -112,7 +103,7 @@ class ASLP(StochasticMethod):
                  scores_dtype: Optional[torch.dtype] = None):
         super().__init__(rescale, signed_constant, init_logit, train_weights, sample_in_eval,
                          scores_dtype)
-        self.temperature = _args.temperature(temperature)
+        self.temperature = V.temperature(temperature)
 
     def _fused_options(self) -> dict:
         return {"temperature": self.temperature}
@@ -136,6 +127,8 @@ class Supermask(StochasticMethod):
     """
 
     name = "supermask"
+    recipe = Recipe({"scores": 50.0, "scale": 1e-3},
+                    source="METHODS.md 2.4 (ASLP reference's Supermask: SGD lr 50)")
 
     def __init__(self, rescale: Optional[str] = None, signed_constant: bool = False,
                  init_logit: float = 0.0, train_weights: bool = False,

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import formats, ops
+from .. import ops
+from ..ops import formats
 
 _BUFFERS = ("values", "row_ptr", "indices")
 

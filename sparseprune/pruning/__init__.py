@@ -3,9 +3,10 @@
 section 9."""
 
 from .args import METHODS, prunable_layers
-from .masks import set_masks
-from .prune_at_init import compute_masks, compute_scores, prune_at_init
-from ..select import SCHEDULES, densities
+from ..methods.fixed import set_masks
+from .prune_at_init import RECIPE, SUPPLIED, compute_masks, compute_scores, options, prune_at_init
+from .._validate import SCHEDULES
+from ..select import densities
 
 __all__ = ["prune_at_init", "compute_masks", "compute_scores", "set_masks", "prunable_layers",
-           "densities", "METHODS", "SCHEDULES"]
+           "densities", "METHODS", "SCHEDULES", "RECIPE", "SUPPLIED", "options"]

@@ -3,56 +3,18 @@ value received), and the scoring context they build."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _args
+from .. import _validate as V
 from ..convert import Filter, convertible_layers
 from .batches import BatchStream
-from ..select import SCHEDULES
 from .scores import GRASP_SAMPLES_PER_CLASS, SCORERS, Context, Scorer
 
 METHODS = tuple(SCORERS)  # "snip", "grasp", "synflow", "iter_snip", "force", "random", "magnitude"
-
-
-def number(name: str, value: Any, low: float, high: float, low_open: bool) -> float:
-    """``value`` as a float in ``(low, high]`` (``low_open``) or ``[low, high]``."""
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-          and not math.isnan(value) and (value > low if low_open else value >= low)
-          and value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
-
-
-def positive_int(name: str, value: Any, optional: bool = False) -> Optional[int]:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1{' or None' if optional else ''}, "
-                         f"got {value!r}")
-    return value
-
-
-def choice(name: str, value: Any, valid: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}, got {value!r}")
-    return value
-
-
-def input_shape(value: Any) -> Optional[tuple[int, ...]]:
-    if value is None:
-        return None
-    shape = tuple(value) if isinstance(value, (tuple, list, torch.Size)) else None
-    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-        raise ValueError(f"input_shape must be a sequence of positive ints (one example's "
-                         f"shape, without the batch dimension), got {value!r}")
-    return shape
 
 
 def prunable_layers(model: nn.Module, include: Filter = None,
@@ -84,20 +46,19 @@ def scoring_context(model: nn.Module, method: str, *, data: Any,
     if not isinstance(method, str) or method not in SCORERS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
     cls = SCORERS[method]
-    batches = positive_int("batches", batches)
+    batches = V.positive_int("batches", batches)
     if batches > 1 and not cls.needs_data:
         raise ValueError(f"batches applies to the data-driven methods (snip, grasp, iter_snip, "
                          f"force); {method!r} uses no data, got batches={batches}")
-    samples_per_class = positive_int("samples_per_class", samples_per_class, optional=True)
+    samples_per_class = V.positive_int("samples_per_class", samples_per_class, optional=True)
     if method == "grasp" and samples_per_class is None:
         samples_per_class = GRASP_SAMPLES_PER_CLASS
-    if loss_fn is not None and not callable(loss_fn):
-        raise TypeError("loss_fn must be callable (outputs, targets) -> loss, "
-                        f"got {type(loss_fn).__name__}")
+    if loss_fn is not None:
+        V.callable_("loss_fn", loss_fn, "(outputs, targets) -> loss")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, "
                         f"got {type(generator).__name__}")
-    shape = input_shape(shape)
+    shape = V.input_shape(shape)
     layers = prunable_layers(model, include, exclude)
     names = [name for name, _ in layers]
     weights = [m.weight for _, m in layers]
@@ -120,11 +81,11 @@ def schedule_args(cls: type[Scorer], density: Any, iterations: Any, schedule: An
                   min_layer_density: Any) -> tuple[float, int, str, str, float]:
     """Validated (density, iterations, schedule, scope, min_layer_density); ``iterations=None``
     becomes the method's default."""
-    density = _args.density(density)
-    min_layer_density = number("min_layer_density", min_layer_density, 0.0, 1.0, low_open=False)
-    scope = _args.scope(scope)
-    schedule = choice("schedule", schedule, SCHEDULES)
-    iterations = positive_int("iterations", iterations, optional=True)
+    density = V.density(density)
+    min_layer_density = V.number_in("min_layer_density", min_layer_density, 0.0, 1.0)
+    scope = V.scope(scope)
+    schedule = V.choice("schedule", schedule, V.SCHEDULES)
+    iterations = V.positive_int("iterations", iterations, optional=True)
     if iterations is None:
         iterations = cls.default_iterations
     if iterations > 1 and not cls.iterative:

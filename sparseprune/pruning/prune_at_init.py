@@ -5,6 +5,7 @@ mask fixed (docs/METHODS.md section 9). Also :func:`compute_masks` (the masks al
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
@@ -12,13 +13,18 @@ from torch import Tensor, nn
 
 from ..convert import Filter, convert
 from . import args
-from .masks import set_masks
+from ..methods.fixed import FixedMask, set_masks
 from ..select import densities
 from .scores import Scorer
 from .selection import select_masks, warn_empty_layers
 
 Callback = Callable[[int, float, dict[str, Tensor]], None]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+# Pruning at initialisation trains the remaining weights through fixed masks.
+RECIPE = FixedMask.recipe
+# The arguments a training loop supplies itself; options() lists the rest.
+SUPPLIED = ("model", "method", "density", "data", "loss_fn", "generator", "callback")
 
 
 @contextlib.contextmanager
@@ -175,3 +181,10 @@ def prune_at_init(model: nn.Module, method: str, *, density: float, data: Any = 
         if name in modes:
             m.training = modes[name]
     return set_masks(model, masks)
+
+
+def options() -> dict[str, Any]:
+    """The options of :func:`prune_at_init` beyond the model, the method and what a training loop
+    supplies itself (density, data, loss, generator, callback), with their defaults."""
+    return {k: p.default for k, p in inspect.signature(prune_at_init).parameters.items()
+            if k not in SUPPLIED}

@@ -7,19 +7,17 @@ value received; the CLI prints it and exits with status 2.
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional, Sequence
 
-from ..data import DATASETS
-from ..models import MODELS
+from .. import _validate as V
+from .data import DATASETS
+from .models import MODELS
 
 CONFIG_FILE = "config.json"
-SCOPES = ("global", "local")
 SELECTS = ("best", "last")
-INITS = ("kaiming_normal", "default")
 
 
 class ConfigError(ValueError):
@@ -114,15 +112,12 @@ def parse_pairs(items: Optional[Sequence[str]], flag: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ validation
 
-def _positive_int(flag: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
-
-
-def _positive_float(flag: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ConfigError(f"{flag} must be a finite number > 0, got {value!r}")
+def _flag(flag: str, check, *args, **kwargs) -> Any:
+    """``check(flag, ...)`` from :mod:`sparseprune._validate`, its error as a ConfigError."""
+    try:
+        return check(flag, *args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def validate(config: RunConfig) -> None:
@@ -132,40 +127,26 @@ def validate(config: RunConfig) -> None:
     if config.dataset not in DATASETS:
         raise ConfigError(f"--dataset: unknown dataset {config.dataset!r}; "
                           f"valid: {', '.join(DATASETS)}")
-    _positive_int("--epochs", config.epochs)
-    _positive_int("--batch-size", config.batch_size)
+    _flag("--epochs", V.positive_int, config.epochs)
+    _flag("--batch-size", V.positive_int, config.batch_size)
     if config.steps_per_epoch is not None:
-        _positive_int("--steps-per-epoch", config.steps_per_epoch)
+        _flag("--steps-per-epoch", V.positive_int, config.steps_per_epoch)
     if config.lr is not None:
-        _positive_float("--lr", config.lr)
+        _flag("--lr", V.finite_number, config.lr, minimum=0.0, strict=True)
     for name, lr in config.group_lr.items():
-        _positive_float(f"--group-lr {name}", lr)
-    d = config.density
-    if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float))
-                          or math.isnan(d) or not 0 < d <= 1):
-        raise ConfigError(f"--density must be a number in (0, 1] (the fraction of weights kept), "
-                          f"got {d!r}")
-    if config.density_scope not in SCOPES:
-        raise ConfigError(f"--density-scope must be one of {', '.join(SCOPES)}, "
-                          f"got {config.density_scope!r}")
-    b = config.budget_strength
-    if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b < 0:
-        raise ConfigError(f"--budget-strength must be a finite number >= 0, got {b!r}")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
-        raise ConfigError(f"--seed must be an integer >= 0, got {config.seed!r}")
-    v = config.val_fraction
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-        raise ConfigError(f"--val-fraction must be in [0, 1), got {v!r}")
-    if isinstance(config.patience, bool) or not isinstance(config.patience, int) \
-            or config.patience < 0:
-        raise ConfigError(f"--patience must be an integer >= 0, got {config.patience!r}")
-    if config.patience and v == 0 and DATASETS[config.dataset].kind != "synthetic":
+        _flag(f"--group-lr {name}", V.finite_number, lr, minimum=0.0, strict=True)
+    if config.density is not None:
+        _flag("--density", lambda flag, d: V.density(d, name=flag), config.density)
+    _flag("--density-scope", V.choice, config.density_scope, V.SCOPES)
+    _flag("--budget-strength", V.finite_number, config.budget_strength, minimum=0.0)
+    _flag("--seed", V.positive_int, config.seed, minimum=0)
+    _flag("--val-fraction", V.number_in, config.val_fraction, 0.0, 1.0, high_open=True)
+    _flag("--patience", V.positive_int, config.patience, minimum=0)
+    if config.patience and config.val_fraction == 0 \
+            and DATASETS[config.dataset].kind != "synthetic":
         raise ConfigError("--patience needs a validation split (--val-fraction > 0)")
-    if config.select not in SELECTS:
-        raise ConfigError(f"--select must be one of {', '.join(SELECTS)}, got {config.select!r}")
-    if not isinstance(config.max_minutes, (int, float)) or not config.max_minutes >= 0:
-        raise ConfigError(f"--max-minutes must be >= 0, got {config.max_minutes!r}")
+    _flag("--select", V.choice, config.select, SELECTS)
+    _flag("--max-minutes", V.finite_number, config.max_minutes, minimum=0.0)
     if config.threads is not None:
-        _positive_int("--threads", config.threads)
-    if config.init is not None and config.init not in INITS:
-        raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {config.init!r}")
+        _flag("--threads", V.positive_int, config.threads)
+    _flag("--init", V.choice, config.init, (None,) + V.INITS)

@@ -6,13 +6,10 @@ subnetwork and the plots."""
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import pathlib
 import platform
 import time
-from typing import Optional
-
 import torch
 
 import sparseprune as sp
@@ -25,16 +22,6 @@ from .training import Log, Session, echo, evaluate
 SUBNETWORK = "subnetwork.pt"
 
 
-def imposed_density(s: Session) -> Optional[float]:
-    """The density ``finalize`` must impose: ``--density`` for mask methods that do not take it as
-    an option (ASLP's density emerges from training; the final top-k then fixes it exactly)."""
-    c = s.config
-    if c.density is None or methods.kind_of(c.method) != "mask":
-        return None
-    cls = methods._method_class(c.method)
-    return None if "density" in inspect.signature(cls.__init__).parameters else c.density
-
-
 def finish(s: Session, *, log: Log = echo) -> dict:
     """Evaluate the final subnetwork and write every result file; returns final.json's content."""
     c, st, d = s.config, s.state, s.directory
@@ -43,7 +30,7 @@ def finish(s: Session, *, log: Log = echo) -> dict:
     selected = st.epoch
     if c.select == "best" and has_val and ckpt.load_best(d, s.model):
         selected = st.best_epoch
-    density = imposed_density(s)
+    density = methods.imposed_density(c)
     masks = sp.final_masks(s.model, density=density, scope=c.density_scope)
     report = sp.sparsity_report(s.model, masks, input_shape=s.splits.input_shape)
     masked_acc, _ = evaluate(s.model, s.splits.test)
@@ -78,7 +65,7 @@ def finish(s: Session, *, log: Log = echo) -> dict:
         "steps": len(st.step_seconds),
         **step_stats(st.step_seconds),
         "batch_size": c.batch_size,
-        "threads": torch.get_num_threads(), "cpu_isa": sp.cpu_isa() if sp._ext.available() else None,
+        "threads": torch.get_num_threads(), "cpu_isa": sp.cpu_isa() if sp.ops._ext.available() else None,
         "torch": torch.__version__, "sparseprune": sp.__version__, "python": platform.python_version(),
         "files": {"subnetwork": SUBNETWORK, "checkpoint": ckpt.CHECKPOINT, "metrics": "metrics.csv",
                   "plots": [p for p in ("curves.png", "density.png", "scores.png")

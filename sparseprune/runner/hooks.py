@@ -1,14 +1,12 @@
-"""What some methods need from the training loop besides forward, backward and step, in one place:
+"""What the training loop runs besides forward, backward and step, asked of the methods:
 
-- a budget term added to the loss (:class:`sparseprune.budget.BudgetLoss`) for methods with a
-  learned density (reparam, hard_concrete, aslp, supermask) when ``--density`` is given and the
-  method does not take the density as an option; ``--budget-strength`` is its lambda (0: none);
-- per-step parameter constraints (hard_concrete's log_alpha clamp);
-- pruning rounds (magnitude, lottery): ``--epochs`` epochs per round, ``rounds + 1`` rounds in all
-  (round 0 trains before the first pruning);
-- sensitivity (Tartaglione et al.): the insensitivity-gated decay after every step, and the
-  LOBSTER schedule at the end of each epoch: on a validation-loss plateau, the threshold search
-  and pruning (:mod:`sparseprune.sensitivity`).
+- a budget term added to the loss (:class:`sparseprune.budget.BudgetLoss`) when ``--density`` is
+  given, ``--budget-strength`` > 0 and every masked layer's method learns its density
+  (``density_role == "learned"``);
+- each method's :class:`~sparseprune.methods.TrainingHooks` (per-step constraints or decays,
+  per-epoch pruning), built once per method class over its layers;
+- pruning rounds: ``--epochs`` epochs per round, ``rounds + 1`` rounds in all (round 0 trains
+  before the first pruning).
 """
 
 from __future__ import annotations
@@ -19,18 +17,9 @@ import torch
 from torch import Tensor, nn
 
 import sparseprune as sp
-from sparseprune.methods.base import MaskMethod
-from sparseprune import sensitivity as sens
-from sparseprune.methods.hard_concrete import constrain_
 
 from . import methods
 from .config import ConfigError, RunConfig
-
-
-def _learns_density(model: nn.Module) -> bool:
-    layers = sp.masked_layers(model)
-    return bool(layers) and all(type(l.method).budget_mass is not MaskMethod.budget_mass
-                                for _, l in layers)
 
 
 class TrainingHooks:
@@ -40,58 +29,47 @@ class TrainingHooks:
 
     def __init__(self, model: nn.Module, config: RunConfig):
         self.model = model
+        layers = [layer for _, layer in sp.masked_layers(model)]
+        by_class: dict[type, list] = {}
+        for layer in layers:
+            by_class.setdefault(type(layer.method), []).append(layer)
+        self.hooks = {cls.name: cls.training_hooks(group, epochs_per_round=config.epochs)
+                      for cls, group in by_class.items()}
+        needs_val = [name for name, h in self.hooks.items() if h.needs_validation]
+        if needs_val and config.val_fraction == 0:
+            raise ConfigError(f"--method {needs_val[0]} needs a validation split (it reads the "
+                              "validation loss): --val-fraction > 0")
         self.budget: Optional[sp.budget.BudgetLoss] = None
-        if config.density is not None and config.budget_strength > 0 \
-                and methods.kind_of(config.method) == "mask" and not methods.takes_density(config.method) \
-                and _learns_density(model):
+        learned = bool(layers) and all(layer.method.density_role == "learned" for layer in layers)
+        if config.density is not None and config.budget_strength > 0 and learned:
             self.budget = sp.budget.BudgetLoss(model, config.density, scope=config.density_scope,
                                                strength=config.budget_strength)
-        kinds = {l.method.name: l.method for _, l in sp.masked_layers(model)}
-        self.hard_concrete = "hard_concrete" in kinds
-        self.plateau: Optional[sens.Plateau] = None
-        if "sensitivity" in kinds:
-            if config.val_fraction == 0:
-                raise ConfigError("--method sensitivity needs a validation split (its threshold "
-                                  "search measures the validation loss): --val-fraction > 0")
-            self.plateau = sens.Plateau(kinds["sensitivity"].plateau_patience)
-            self.tolerance = kinds["sensitivity"].threshold_tolerance
         self.rounds = methods.rounds(config)
         if self.rounds and config.patience:
             raise ConfigError(f"--patience does not apply to --method {config.method}: each of its "
                               "rounds trains --epochs epochs")
-        self.epochs_per_round = config.epochs
         self.total_epochs = methods.total_epochs(config)
 
     def extra_loss(self) -> Optional[Tensor]:
         return self.budget() if self.budget is not None else None
 
     def after_step(self, inputs: Tensor, labels: Tensor) -> None:
-        if self.hard_concrete:
-            constrain_(self.model)
-        if self.plateau is not None:
-            sens.sensitivity_step(self.model, inputs, labels)
+        for hooks in self.hooks.values():
+            hooks.after_step(self.model, inputs, labels)
 
     def end_of_epoch(self, epoch: int, optimizer: torch.optim.Optimizer, val_loss: Optional[float],
                      evaluate: Callable[[nn.Module], float]) -> Optional[str]:
-        """Prune if the schedule says so (the end of a round but the last; a sensitivity plateau
-        of ``val_loss``, ``evaluate(model)`` giving the validation loss for the threshold
-        search); returns a line for the log when something was pruned, else None."""
-        if self.plateau is not None and val_loss is not None and self.plateau.update(val_loss):
-            threshold = sens.search_threshold(self.model, evaluate, tolerance=self.tolerance)
-            pruned = sum(sens.threshold_(self.model, threshold, optimizer=optimizer).values())
-            return (f"validation loss plateau: pruned {pruned} weights below |w| < "
-                    f"{threshold:.4g}, density {sp.sparsity_report(self.model).density:.4f}")
-        if not self.rounds or epoch % self.epochs_per_round or epoch >= self.total_epochs:
-            return None
-        result = sp.schedules.prune_round(self.model, optimizer)
-        return f"pruning round {result.round}/{self.rounds}: density {result.density:.4f}"
+        """Each method's end-of-epoch work (``evaluate(model)`` gives the validation loss);
+        returns the lines for the log of what changed the model, or None."""
+        lines = [line for hooks in self.hooks.values()
+                 if (line := hooks.end_of_epoch(self.model, epoch, optimizer, val_loss,
+                                                evaluate)) is not None]
+        return "\n".join(lines) if lines else None
 
     def state_dict(self) -> dict:
-        """What must survive a checkpoint (the plateau detector's memory)."""
-        if self.plateau is None:
-            return {}
-        return {"plateau_best": self.plateau.best, "plateau_bad": self.plateau.bad_updates}
+        """What must survive a checkpoint (e.g. a plateau detector's memory), by method."""
+        return {name: state for name, hooks in self.hooks.items() if (state := hooks.state_dict())}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.plateau is not None and state:
-            self.plateau.best, self.plateau.bad_updates = state["plateau_best"], state["plateau_bad"]
+        for name, hooks in self.hooks.items():
+            hooks.load_state_dict(state.get(name, {}))

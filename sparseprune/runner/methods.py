@@ -1,60 +1,45 @@
 """How the runner applies a method to a model, whatever kind of method it is.
 
-- Mask methods (``sparseprune.methods.available()``: ASLP, Supermask, Edge-Popup, and any method
-  registered later) are applied with :func:`sparseprune.convert`. Their options are the keyword
-  arguments of their constructors (:func:`option_defaults`): the CLI turns each into a flag
-  (``--rescale smart``, ``--signed-constant``) and also takes ``--opt KEY=VALUE``; they are
-  validated by :func:`sparseprune.methods.create`. A method whose constructor takes ``density``
-  receives ``--density``.
-- Pruning at initialisation (``sparseprune.prune_at_init``, when present) scores and fixes a mask
-  before training; ``--density`` is required and ``--opt`` goes to ``prune_at_init`` as keywords.
+- Mask methods (``sparseprune.methods.available()`` whose class is ``standalone``) are applied
+  with :func:`sparseprune.convert`. Their options are the method's ``option_defaults()``: the CLI
+  turns each into a flag (``--rescale smart``, ``--signed-constant``) and also takes ``--opt
+  KEY=VALUE``; they are validated by :func:`sparseprune.methods.create`. ``--density`` goes to
+  the method as an option when its ``density_role`` is ``"option"``.
+- Pruning at initialisation (:func:`sparseprune.prune_at_init`) scores and fixes a mask before
+  training; ``--density`` is required and ``--opt`` goes to ``prune_at_init`` as keywords
+  (:func:`sparseprune.pruning.options`).
 
-Nothing here names a particular mask method: new ones work without runner changes.
+Everything else the runner needs (density handling, rounds, training defaults, per-step and
+per-epoch work) it asks the method: nothing here names a method.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import sparseprune as sp
+from sparseprune.methods import MaskMethod, Recipe
 
 from .config import ConfigError
 
-# Names `sparseprune.prune_at_init` takes (issue 5); it may publish its own list instead.
-PRUNE_AT_INIT_NAMES = ("snip", "grasp", "synflow", "iter_snip", "force", "random", "magnitude")
-# prune_at_init keywords the runner fills itself.
-_RUNNER_KEYWORDS = {"model", "method", "density", "data", "loss_fn", "generator"}
-
-
-def _prune_at_init() -> Optional[Callable]:
-    return getattr(sp, "prune_at_init", None)
-
-
-def _prune_at_init_names() -> tuple[str, ...]:
-    fn = _prune_at_init()
-    if fn is None:
-        return ()
-    published = getattr(sp, "PRUNE_AT_INIT_METHODS", None) or getattr(fn, "methods", None)
-    return tuple(published) if published else PRUNE_AT_INIT_NAMES
+MASK, PRUNE_AT_INIT = "mask", "prune_at_init"
 
 
 def _prune_at_init_cli() -> dict[str, str]:
     """CLI name -> prune_at_init name. A name that a mask method also has gets ``_init``
     (``magnitude_init``: magnitude at initialisation; ``magnitude``: Han et al.'s rounds)."""
     masks = set(sp.methods.available())
-    return {(name + "_init" if name in masks else name): name for name in _prune_at_init_names()}
+    return {(name + "_init" if name in masks else name): name for name in sp.pruning.METHODS}
 
 
 def available() -> dict[str, str]:
     """Every method the runner can train, name -> kind (``"mask"`` or ``"prune_at_init"``)."""
-    # "fixed" prunes nothing on its own: prune_at_init sets its mask.
-    out = {name: "mask" for name in sp.methods.available() if _method_class(name).standalone}
-    out.update({name: "prune_at_init" for name in _prune_at_init_cli()})
+    out = {name: MASK for name in sp.methods.available() if sp.methods.get(name).standalone}
+    out.update({name: PRUNE_AT_INIT for name in _prune_at_init_cli()})
     return out
 
 
@@ -67,31 +52,22 @@ def kind_of(method: str) -> str:
     return methods[method]
 
 
-def _method_class(method: str) -> type:
-    return sp.methods.base._REGISTRY[method]  # the registry has no public class lookup yet
-
-
 def option_defaults() -> dict[str, dict[str, Any]]:
-    """Every option of the registered mask methods: name -> {method: default}, read from the
-    constructors' signatures (the registry is the only source; nothing here names a method)."""
+    """Every option of the registered mask methods: name -> {method: default}."""
     out: dict[str, dict[str, Any]] = {}
     for method in sp.methods.available():
-        params = inspect.signature(_method_class(method).__init__).parameters
-        for name, p in params.items():
-            if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            out.setdefault(name, {})[method] = p.default
+        for name, default in sp.methods.get(method).option_defaults().items():
+            out.setdefault(name, {})[method] = default
     return dict(sorted(out.items()))
 
 
 def _coerce(method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Command-line values -> constructor values, guided by the constructor's defaults: dtype
-    names for ``*dtype`` options, 0/1 for booleans, ints for floats."""
-    cls = _method_class(method)
-    params = inspect.signature(cls.__init__).parameters
+    """Command-line values -> constructor values, guided by the option's default: dtype names for
+    ``*dtype`` options, 0/1 for booleans, ints for floats."""
+    defaults = sp.methods.get(method).option_defaults()
     out = {}
     for key, value in options.items():
-        default = params[key].default if key in params else inspect.Parameter.empty
+        default = defaults.get(key)
         if key.endswith("dtype") and isinstance(value, str):
             dtype = getattr(torch, value, None)
             if not isinstance(dtype, torch.dtype):
@@ -106,63 +82,69 @@ def _coerce(method: str, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _accepts_density(method: str) -> bool:
-    cls = _method_class(method)
-    return "density" in inspect.signature(cls.__init__).parameters
-
-
-def mask_options(method: str, options: dict[str, Any], density: Optional[float]) -> dict[str, Any]:
-    """The keyword arguments for ``convert(model, method, **kwargs)``, validated by creating one
-    instance with :func:`sparseprune.methods.create`. Errors raise ConfigError."""
+def mask_options(method: str, options: dict[str, Any], density: Optional[float]
+                 ) -> tuple[dict[str, Any], MaskMethod]:
+    """The keyword arguments for ``convert(model, method, **kwargs)`` and one instance built from
+    them (which validated them). Errors raise ConfigError."""
     kwargs = _coerce(method, options)
     if "density" in kwargs:
         raise ConfigError("pass the density with --density, not --opt density=...")
-    if density is not None and _accepts_density(method):
+    if density is not None and sp.methods.get(method).density_role == "option":
         kwargs["density"] = density
     try:
-        sp.methods.create(method, **kwargs)
+        return kwargs, sp.methods.create(method, **kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"--method {method}: {exc}") from exc
-    return kwargs
 
 
-def takes_density(method: str) -> bool:
-    """Whether ``--density`` goes to the method's constructor (else finalize imposes it)."""
-    return kind_of(method) == "mask" and _accepts_density(method)
+def probe(config) -> Optional[MaskMethod]:
+    """An instance of the run's mask method with its options (None for pruning at init)."""
+    if kind_of(config.method) != MASK:
+        return None
+    return mask_options(config.method, config.options, config.density)[1]
+
+
+def recipe(method: str) -> Recipe:
+    """The method's training defaults (pruning at init: those of its fixed masks)."""
+    if kind_of(method) == MASK:
+        return sp.methods.get(method).recipe
+    return sp.pruning.RECIPE
+
+
+def imposed_density(config) -> Optional[float]:
+    """The density ``finalize`` must impose: ``--density`` unless the method trained with it as an
+    option (or pruning at init fixed it)."""
+    method = probe(config)
+    if config.density is None or method is None or method.density_role == "option":
+        return None
+    return config.density
 
 
 def rounds(config) -> int:
-    """Pruning rounds of an iterative method (magnitude, lottery): its ``rounds`` option; else 0."""
-    if kind_of(config.method) != "mask" \
-            or not issubclass(_method_class(config.method), sp.methods.iterative.IterativeMask):
-        return 0
-    default = inspect.signature(_method_class(config.method).__init__).parameters["rounds"].default
-    return int(config.options.get("rounds", default))
+    """Pruning rounds after the first training (the method's ``pruning_rounds()``)."""
+    method = probe(config)
+    return method.pruning_rounds() if method is not None else 0
 
 
 def total_epochs(config) -> int:
-    """Epochs of the whole run: ``--epochs`` per round, rounds + 1 rounds for iterative methods."""
+    """Epochs of the whole run: ``--epochs`` per round, rounds + 1 rounds."""
     return config.epochs * (rounds(config) + 1)
 
 
 def check(method: str, options: dict[str, Any], density: Optional[float]) -> None:
     """Validate ``--method``, ``--opt`` and ``--density`` together, before any data is loaded."""
-    kind = kind_of(method)
-    if kind == "mask":
+    if kind_of(method) == MASK:
         mask_options(method, options, density)
         return
     if density is None:
         raise ConfigError(f"--method {method} prunes at initialisation and needs --density")
-    params = inspect.signature(_prune_at_init()).parameters
-    has_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    valid = [n for n in params if n not in _RUNNER_KEYWORDS
-             and params[n].kind is not inspect.Parameter.VAR_KEYWORD]
-    reserved = sorted(k for k in options if k in _RUNNER_KEYWORDS)
+    valid = sp.pruning.options()
+    reserved = sorted(k for k in options if k in sp.pruning.SUPPLIED)
     if reserved:
         raise ConfigError(f"--opt: {', '.join(reserved)} cannot be set with --opt "
                           "(the runner passes them; use --density for the density)")
     unknown = sorted(k for k in options if k not in valid)
-    if unknown and not has_kwargs:
+    if unknown:
         raise ConfigError(f"--opt: unknown option(s) {', '.join(map(repr, unknown))} for "
                           f"{method!r}; valid options: {', '.join(valid)}")
 
@@ -173,10 +155,10 @@ def apply(model: nn.Module, method: str, options: dict[str, Any], *, density: Op
 
     ``data`` is an iterable of (inputs, labels) training batches, used only by data-dependent
     pruning at initialisation."""
-    if kind_of(method) == "mask":
-        return sp.convert(model, method, **mask_options(method, options, density))
+    if kind_of(method) == MASK:
+        return sp.convert(model, method, **mask_options(method, options, density)[0])
     try:
-        return _prune_at_init()(model, _prune_at_init_cli()[method], density=density, data=data,
+        return sp.prune_at_init(model, _prune_at_init_cli()[method], density=density, data=data,
                                 loss_fn=F.cross_entropy, **options)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"--method {method}: {exc}") from exc

@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 import sparseprune as sp
 
-from .. import data as D
-from .._download import DownloadError
-from ..augment import Augment
-from ..models import build_model
+from . import data as D
+from .data.download import DownloadError
+from .data.augment import Augment
+from .models import build_model
 from . import checkpoint as ckpt
 from . import methods
 from .config import ConfigError, RunConfig, validate

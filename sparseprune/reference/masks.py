@@ -1,0 +1,165 @@
+"""The fused ops in plain PyTorch, with the same names, arguments and seed semantics as
+:mod:`sparseprune.functional`: the masking ops (ASLP, Supermask, Edge-Popup, masked linear and
+conv), sparse inference, the weight reparametrisation and hard-concrete gates."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _validate
+from ..ops.formats import to_dense
+from ..ops.rng import next_rng, seed_offset
+from ..select import select_top
+from .philox import logistic_noise
+
+
+def _straight_through(value: Tensor, surrogate: Tensor) -> Tensor:
+    # Exactly `value`, with the gradient of `surrogate`.
+    return value + (surrogate - surrogate.detach())
+
+
+def _check_shapes(weight: Tensor, scores: Tensor) -> None:
+    if weight.shape != scores.shape:
+        raise ValueError(f"scores must have the weight's shape {tuple(weight.shape)}, "
+                         f"got {tuple(scores.shape)}")
+
+
+def _rescaled(out: Tensor, z: Tensor, scale: Optional[Tensor], rescale: str) -> Tensor:
+    if rescale == "smart":
+        return out * scale.to(out.dtype)
+    if rescale == "dwr":  # numel / max(kept, 1), differentiable through the kept count
+        kept = z.sum()
+        return out * (z.numel() / (kept + (kept.detach() == 0).to(kept.dtype)))
+    return out
+
+
+def _mask(method: str, weight: Tensor, scores: Tensor, scale: Optional[Tensor], rescale: str,
+          temperature: float, density: float, rng: Tensor) -> Tensor:
+    _check_shapes(weight, scores)
+    if method == "edge_popup":
+        magnitude = scores.abs().float()
+        keep = select_top([magnitude], density)[0]
+        z = _straight_through(keep.to(weight.dtype), magnitude.to(weight.dtype))
+        return weight * z
+    noise = logistic_noise(weight.numel(), *seed_offset(rng)).reshape(weight.shape)
+    noise = noise.to(weight.device)
+    s = scores.double()
+    if method == "aslp":  # z = 1[s + L > 0]; gradient of y = sigmoid((s + L) / tau)
+        keep, surrogate = s + noise > 0, torch.sigmoid((s + noise) / temperature)
+    else:  # supermask: z = 1[u < sigmoid(s)] = 1[s - L > 0]; gradient of sigmoid(s)
+        keep, surrogate = s - noise > 0, torch.sigmoid(s)
+    z = _straight_through(keep.to(weight.dtype), surrogate.to(weight.dtype))
+    return _rescaled(weight * z, z, scale, rescale)
+
+
+def _functional(method: str, weight, scores, scale, rescale, temperature, density, generator):
+    tau = _validate.temperature(temperature)
+    method, rescale, density = _validate.mask_options(method, scale, rescale, density)
+    rng = torch.zeros(2, dtype=torch.int64) if method == "edge_popup" else next_rng(generator)
+    return _mask(method, weight, scores, scale, rescale, tau, density, rng)
+
+
+def aslp_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor] = None, *,
+                temperature: float = 1.0, rescale: Optional[str] = None,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+    """Reference for :func:`sparseprune.functional.aslp_weight`."""
+    return _functional("aslp", weight, scores, scale, rescale, temperature, None, generator)
+
+
+def supermask_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor] = None, *,
+                     rescale: Optional[str] = None,
+                     generator: Optional[torch.Generator] = None) -> Tensor:
+    """Reference for :func:`sparseprune.functional.supermask_weight`."""
+    return _functional("supermask", weight, scores, scale, rescale, 1.0, None, generator)
+
+
+def edge_popup_weight(weight: Tensor, scores: Tensor, *, density: float) -> Tensor:
+    """Reference for :func:`sparseprune.functional.edge_popup_weight`."""
+    return _functional("edge_popup", weight, scores, None, None, 1.0, density, None)
+
+
+def masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor] = None, *,
+                  method: str = "aslp", scale: Optional[Tensor] = None,
+                  rescale: Optional[str] = None, temperature: float = 1.0,
+                  density: Optional[float] = None,
+                  generator: Optional[torch.Generator] = None) -> Tensor:
+    """Reference for :func:`sparseprune.functional.masked_linear`."""
+    masked = _functional(method, weight, scores, scale, rescale, temperature, density, generator)
+    return F.linear(input, masked, bias)
+
+
+def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor] = None,
+                  stride: _validate.IntPair = 1, padding: _validate.IntPair | str = 0,
+                  dilation: _validate.IntPair = 1, groups: int = 1, *, method: str = "aslp",
+                  scale: Optional[Tensor] = None, rescale: Optional[str] = None,
+                  temperature: float = 1.0, density: Optional[float] = None,
+                  generator: Optional[torch.Generator] = None) -> Tensor:
+    """Reference for :func:`sparseprune.functional.masked_conv2d`."""
+    input, stride, padding, dilation = _validate.conv_args(input, weight, stride, padding, dilation)
+    masked = _functional(method, weight, scores, scale, rescale, temperature, density, generator)
+    return F.conv2d(input, masked, bias, stride, padding, dilation, groups)
+
+
+# ---- sparse inference (issue 7): the dense computation the sparse kernels must match ----------
+
+def sparse_linear(input: Tensor, values: Tensor, row_ptr: Tensor, indices: Tensor,
+                  bias: Optional[Tensor], format: str, weight_shape) -> Tensor:
+    """``F.linear`` with the dense weight of a compressed one (:mod:`sparseprune.formats`)."""
+    weight = to_dense(values, row_ptr, indices, format, *weight_shape)
+    return F.linear(input, weight, bias)
+
+
+def sparse_conv2d(input: Tensor, values: Tensor, row_ptr: Tensor, indices: Tensor,
+                  bias: Optional[Tensor], format: str, weight_shape, stride, padding, dilation,
+                  groups: int) -> Tensor:
+    """``F.conv2d`` with the dense weight of a compressed one."""
+    rows, cols = weight_shape[0], math.prod(weight_shape[1:])
+    weight = to_dense(values, row_ptr, indices, format, rows, cols).view(weight_shape)
+    return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+# ---- budget-aware weight reparametrisation (docs/METHODS.md 4) ---------------------------------
+
+_C2 = math.exp(-1.0)
+
+
+def reparam_h(weight: Tensor, t: Tensor, power: int = 4) -> Tensor:
+    """``h_t(x) = C1 * (exp(-1 / (|t x|^n + 1)) - C2)``, C1 = 1/(1 - e^-1), C2 = e^-1, by autograd."""
+    u = (t.to(weight.dtype) * weight).abs() ** _validate.power(power)
+    return (torch.exp(-1.0 / (u + 1.0)) - _C2) * (1.0 / (1.0 - _C2))
+
+
+def reparam_weight(weight: Tensor, t: Tensor, *, power: int = 4, return_sum: bool = False):
+    """Same as :func:`sparseprune.functional.reparam_weight`, in plain PyTorch."""
+    _validate.tensors({"weight": weight, "t": t})
+    h = reparam_h(weight, t, power)
+    w_hat = weight * h
+    if not return_sum:
+        return w_hat
+    return w_hat, h.sum(dtype=torch.float64 if weight.dtype == torch.float64 else torch.float32)
+
+
+def hard_concrete_sample(log_alpha: Tensor, *, beta: float = 2.0 / 3.0, gamma: float = -0.1,
+                         zeta: float = 1.1, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Same as :func:`sparseprune.functional.hard_concrete_sample`, with the float64 NumPy Philox
+    noise (the same draw from ``generator``)."""
+    beta, gamma, zeta = _validate.hard_concrete(beta, gamma, zeta)
+    noise = logistic_noise(log_alpha.numel(), *seed_offset(next_rng(generator)))
+    return hard_concrete_from_noise(log_alpha, noise.reshape(log_alpha.shape), beta=beta,
+                                    gamma=gamma, zeta=zeta)
+
+
+def hard_concrete_from_noise(log_alpha: Tensor, noise: Tensor, *, beta: float = 2.0 / 3.0,
+                             gamma: float = -0.1, zeta: float = 1.1) -> Tensor:
+    """The hard-concrete sample for a given logistic ``noise`` (log_alpha's shape), computed in
+    log_alpha's dtype; autograd gives the pathwise gradient."""
+    beta, gamma, zeta = _validate.hard_concrete(beta, gamma, zeta)
+    noise = noise.to(log_alpha.device, log_alpha.dtype)
+    s = torch.sigmoid((noise + log_alpha) / beta)
+    # hardtanh, as the seed code: no gradient where it clips, even at exactly 0 or 1 (METHODS 5.2).
+    return F.hardtanh(s * (zeta - gamma) + gamma, 0.0, 1.0)
