@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from . import _validate as V
 from .nn.masked import MaskedLayer
 from .nn.sparse import SparseLayer
 
@@ -150,9 +151,7 @@ def output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict[str, 
     afterwards (a method that samples in eval mode must not perturb training), so this has no side
     effects. Raises ValueError when the forward pass fails on ``input_shape``.
     """
-    shape = tuple(input_shape)
-    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-        raise ValueError(f"input_shape must be positive ints like (1, 28, 28), got {input_shape!r}")
+    shape = V.input_shape(input_shape)
     layers = _prunable(model)
     counts = {name: 0 for name, _ in layers}
     hooks = []

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import _validate as V
+
 FORMATS = ("csr", "bitmap")
 _INT32_MAX = 2**31 - 1
 
@@ -29,8 +31,7 @@ def words_per_row(cols: int) -> int:
 
 def compress(weight: Tensor, format: str) -> tuple[Tensor, Tensor, Tensor]:
     """``(values, row_ptr, indices)`` of a dense 2-D weight; zeros are the pruned weights."""
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    V.choice("format", format, FORMATS)
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (rows, cols), got shape {list(weight.shape)}")
     weight = weight.detach()
@@ -84,8 +85,7 @@ def validate(values: Tensor, row_ptr: Tensor, indices: Tensor, format: str, rows
              cols: int, *, what: str = "weight") -> None:
     """Raise ValueError / TypeError unless the tensors are a well-formed ``rows x cols`` weight
     in ``format`` (so that the kernels never read out of bounds)."""
-    if format not in FORMATS:
-        raise ValueError(f"{what}: format must be one of {', '.join(FORMATS)}, got {format!r}")
+    V.choice(f"{what}: format", format, FORMATS)
     for name, t, dtype in (("values", values, torch.float32), ("row_ptr", row_ptr, torch.int32),
                            ("indices", indices, torch.int32)):
         if not isinstance(t, Tensor) or t.dtype != dtype:

@@ -13,21 +13,22 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .. import _validate as V
+
 Shape = Sequence[int]
 
 
 def _check_shape(model: str, input_shape: Shape, num_classes: int,
                  min_hw: int = 1) -> tuple[int, int, int]:
-    shape = tuple(input_shape)
-    if len(shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
-                              for d in shape):
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else ()
+    if len(shape) != 3:
         raise ValueError(f"{model}: input_shape must be (C, H, W) of positive ints, "
                          f"got {input_shape!r}")
+    V.input_shape(shape)
     if shape[1] < min_hw or shape[2] < min_hw:
         raise ValueError(f"{model}: input height and width must be at least {min_hw}, "
                          f"got input_shape={shape}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"{model}: num_classes must be a positive int, got {num_classes!r}")
+    V.positive_int(f"{model}: num_classes", num_classes)
     return shape
 
 

@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import (BatchSampler, DataLoader, RandomSampler, SequentialSampler,
                               TensorDataset)
 
+from ... import _validate as V
+
 PathLike = Union[str, os.PathLike]
 Pair = tuple[torch.Tensor, torch.Tensor]  # (images, labels)
 
@@ -163,10 +165,7 @@ def find_dataset_dir(name: str = "fashion-mnist", root: Optional[PathLike] = Non
 # ------------------------------------------------------------------------------------ loading
 
 def _check_fraction(val_fraction: float) -> float:
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
-            or not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
-    return float(val_fraction)
+    return V.number_in("val_fraction", val_fraction, 0.0, 1.0, high_open=True)
 
 
 def _load_pair(directory: pathlib.Path, split: str) -> Pair:
@@ -236,7 +235,7 @@ def load_cifar_dataset(name: str = "cifar10", root: Optional[PathLike] = None, *
     from . import cifar
 
     if name not in cifar.LAYOUTS:
-        raise ValueError(f"name must be one of {', '.join(cifar.LAYOUTS)}, got {name!r}")
+        V.choice("name", name, tuple(cifar.LAYOUTS))
     val_fraction = _check_fraction(val_fraction)
     places = _candidates(name, root)
     location = cifar.locate(name, places)
@@ -343,13 +342,9 @@ def synthetic_dataset(num_train: int = 512, num_test: int = 256, *,
     """
     for arg, value in (("num_train", num_train), ("num_test", num_test),
                        ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be a positive int, got {value!r}")
-    input_shape = tuple(input_shape)
-    if not input_shape or any(not isinstance(d, int) or d < 1 for d in input_shape):
-        raise ValueError(f"input_shape must be positive ints like (1, 28, 28), got {input_shape!r}")
-    if isinstance(signal, bool) or not isinstance(signal, (int, float)) or not signal > 0:
-        raise ValueError(f"signal must be a positive number, got {signal!r}")
+        V.positive_int(arg, value)
+    input_shape = V.input_shape(input_shape)
+    V.finite_number("signal", signal, minimum=0.0, strict=True)
     gen = torch.Generator().manual_seed(seed)
     templates = signal * torch.randn((num_classes, *input_shape), generator=gen)
 
@@ -366,8 +361,7 @@ def synthetic_dataset(num_train: int = 512, num_test: int = 256, *,
 def loader(dataset: TensorDataset, batch_size: int, *, shuffle: bool,
            seed: int = 0) -> DataLoader:
     """A single-process DataLoader whose shuffling is reproducible from ``seed``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    V.positive_int("batch_size", batch_size)
     generator = torch.Generator().manual_seed(seed)
     order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     # Index the tensors once per batch (TensorDataset accepts a list of indices) instead of once

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ... import _validate as V
+
 
 class Augment:
     """Random ``pad``-pixel translation (pad, then crop back to the input size) and, with ``flip``,
@@ -20,8 +22,7 @@ class Augment:
     """
 
     def __init__(self, pad: int = 4, flip: bool = True, fill: Sequence[float] = (0.0,)):
-        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-            raise ValueError(f"pad must be an int >= 0, got {pad!r}")
+        V.positive_int("pad", pad, minimum=0)
         self.pad, self.flip, self.fill = pad, bool(flip), tuple(float(f) for f in fill)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
