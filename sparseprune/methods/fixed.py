@@ -46,8 +46,8 @@ class FixedMask(MaskMethod):
         mask = torch.ones(layer.weight.shape, dtype=torch.bool, device=layer.weight.device)
         layer.register_buffer("mask", mask, persistent=True)
 
-    def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
-        return layer.dense(input, self.masked_weight(layer))
+    def weight(self, layer: "MaskedLayer") -> Tensor:
+        return self.masked_weight(layer)
 
     @staticmethod
     def masked_weight(layer: "MaskedLayer") -> Tensor:

@@ -66,9 +66,8 @@ class Reparam(MaskMethod):
         self._cached = (h_sum, layer.weight, layer.weight._version, layer.t, layer.t._version)
         return w_hat, h_sum
 
-    def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
-        w_hat, _ = self._weight_and_sum(layer)
-        return layer.dense(input, w_hat)
+    def weight(self, layer: "MaskedLayer") -> Tensor:
+        return self._weight_and_sum(layer)[0]
 
     def budget_mass(self, layer: "MaskedLayer") -> Tensor:
         """The layer's sum of h (differentiable): the one the last forward computed if the weight
