@@ -9,6 +9,7 @@
 namespace sparseprune {
 namespace host {
 
+// In the order of their names in mask_args (mask.cpp), which parses them.
 enum class Method { kAslp, kSupermask, kEdgePopup };
 enum class Rescale { kNone, kSmart, kDwr };
 
