@@ -96,8 +96,7 @@ def extension():
     cuda = want_cuda()
     build_macros = [("SP_TORCH_VERSION", f'"{torch.__version__}"')]
     build_macros += [("SP_BUILD_" + name.upper(), None) for name, _, _ in ISAS[1:]]
-    sources = [os.path.join("csrc", "ops.cpp"), os.path.join("csrc", "cpu", "dispatch.cpp"),
-               os.path.join("csrc", "cpu", "register.cpp")]
+    sources = [os.path.join("csrc", "ops.cpp"), os.path.join("csrc", "cpu", "dispatch.cpp")]
     sources += sorted(glob.glob(os.path.join("csrc", "host", "*.cpp")))
     cxx = ["-O3", "-std=c++20", "-ffp-contract=off"] + openmp_flags()
     if not cuda:
@@ -108,7 +107,6 @@ def extension():
     build_macros += [("SP_WITH_CUDA", None), ("SP_CUDA_VERSION", f'"{torch.version.cuda}"'),
                      ("SP_CUDA_ARCHS", f'"{archs}"')]
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-    sources += [os.path.join("csrc", "cuda", "register.cpp")]
     # --fmad=false: no contraction, so device noise matches the CPU bit for bit (docs/DESIGN.md 2.1).
     nvcc = ["-O3", "-std=c++20", "--fmad=false", "-lineinfo"]
     return cpp_extension.CUDAExtension(

@@ -1,10 +1,13 @@
-// Argument validation shared by the op implementations. Every message starts with the op name,
-// names the argument and shows the value received. ValueError / TypeError reach Python as such.
+// Argument validation shared by the op implementations: each check and its message exist once.
+// Every message starts with the op name, names the argument and shows the value received.
+// ValueError / TypeError reach Python as such.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <optional>
+#include <string>
 
 #include <sparseprune/params.h>
 
@@ -14,8 +17,16 @@ namespace host {
 // The kernel dtype of a floating tensor, or a TypeError naming the argument.
 DType kernel_dtype(const char* op, const char* arg, const at::Tensor& t);
 
+// The position of `value` among `names`, or a ValueError "<arg> must be a, b or c, got 'value'"
+// (the names in quotes with `quoted`).
+int choice(const char* op, const char* arg, const std::string& value,
+           std::initializer_list<const char*> names, bool quoted = false);
+
 void check_same_device(const char* op, const char* arg_a, const at::Tensor& a, const char* arg_b,
                        const at::Tensor& b);
+
+// `arg` (one tensor, or "tensors" for all of an op's) must be on a device with kernels.
+void check_cpu_or_cuda(const char* op, const char* arg, const at::Device& device);
 
 void check_temperature(const char* op, double temperature);
 
@@ -24,6 +35,27 @@ void check_rng(const char* op, const at::Tensor& rng);
 
 // The optional Smart Rescale scalar: one float32 element on the weight's device.
 void check_scale(const char* op, const std::optional<at::Tensor>& scale, const at::Tensor& weight);
+
+// A masked layer's input: the weight's dtype and device.
+void check_layer_input(const char* op, const at::Tensor& input, const at::Tensor& weight);
+
+// A linear layer's input: at least 1-D, its last dimension in_features.
+void check_in_features(const char* op, const at::Tensor& input, int64_t in_features);
+
+// The optional bias of a layer with `rows` outputs: shape (rows,), the dtype and device of `like`
+// (the argument named `like_arg`).
+void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t rows,
+                const char* like_arg, const at::Tensor& like);
+
+// A 2-D convolution's stride, padding and dilation (two integers each, >= 1, >= 0, >= 1) and its
+// groups (>= 1, dividing out_channels).
+void check_conv2d_options(const char* op, at::IntArrayRef stride, at::IntArrayRef padding,
+                          at::IntArrayRef dilation, int64_t groups, int64_t out_channels);
+
+// A 2-D convolution's input, 3-D (C, H, W) or 4-D (N, C, H, W), as a batch (N, C, H, W).
+at::Tensor conv2d_batch(const char* op, const at::Tensor& input);
+
+void check_no_nan(const char* op, bool nan_seen);
 
 }  // namespace host
 }  // namespace sparseprune

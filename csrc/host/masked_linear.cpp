@@ -13,21 +13,9 @@ void check_linear(const char* op, const at::Tensor& input, const at::Tensor& wei
                   const OptTensor& bias) {
   TORCH_CHECK_VALUE(weight.dim() == 2, "sparseprune::", op,
                     ": weight must be 2-D (out_features, in_features), got shape ", weight.sizes());
-  TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == weight.size(1), "sparseprune::", op,
-                    ": input's last dimension must equal in_features = ", weight.size(1),
-                    ", got input of shape ", input.sizes());
-  TORCH_CHECK_TYPE(input.scalar_type() == weight.scalar_type(), "sparseprune::", op,
-                   ": input and weight must have the same dtype, got ", input.scalar_type(),
-                   " and ", weight.scalar_type());
-  check_same_device(op, "input", input, "weight", weight);
-  if (bias.has_value()) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), "sparseprune::", op,
-                      ": bias must have shape (", weight.size(0), ",), got ", bias->sizes());
-    TORCH_CHECK_TYPE(bias->scalar_type() == weight.scalar_type(), "sparseprune::", op,
-                     ": bias must have the weight's dtype ", weight.scalar_type(), ", got ",
-                     bias->scalar_type());
-    check_same_device(op, "bias", *bias, "weight", weight);
-  }
+  check_in_features(op, input, weight.size(1));
+  check_layer_input(op, input, weight);
+  check_bias(op, bias, weight.size(0), "weight", weight);
 }
 
 }  // namespace
@@ -37,8 +25,8 @@ at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
                          std::string method, std::string rescale, double temperature,
                          double density, const at::Tensor& rng) {
   const char* op = "masked_linear";
-  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
-  check_mask_args(op, weight, scores, args);
+  const MaskArgs args =
+      mask_args(op, weight, scores, scale, method, rescale, temperature, density, rng);
   check_linear(op, input, weight, bias);
   Masked m = masked_weight(op, weight, scores, args);
   if (!m.multiplier.defined()) return at::linear(input, m.weight, bias);
@@ -55,8 +43,8 @@ Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& i
                               double temperature, double density, const at::Tensor& rng,
                               std::array<bool, 5> output_mask) {
   const char* op = "masked_linear_backward";
-  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
-  check_mask_args(op, weight, scores, args);
+  const MaskArgs args =
+      mask_args(op, weight, scores, scale, method, rescale, temperature, density, rng);
   check_linear(op, input, weight, std::nullopt);
   const auto [need_input, need_weight, need_scores, need_bias, need_scale_arg] = output_mask;
   const bool need_scale = need_scale_arg && scale.has_value();

@@ -1,6 +1,6 @@
 // sparseprune::philox_bits / logistic_noise: the raw random stream the masks are built from.
 #include "ops.h"
-#include "run.h"
+#include "route.h"
 
 namespace sparseprune {
 namespace host {
@@ -19,7 +19,7 @@ at::Tensor generate(const char* op, int64_t numel, int64_t seed, int64_t offset,
   p.offset = static_cast<uint64_t>(offset);
   p.kind = kind;
   p.out = out.data_ptr();
-  run_tiles(op, device, p, &cpu::KernelTable::noise, SP_CUDA_FN(noise));
+  run_tiles(op, device, p, &cpu::MaskKernels::noise, SP_CUDA(noise));
   return out;
 }
 

@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "check.h"
-#include "run.h"  // cpu::sparse_kernels (dispatch.h), the CUDA launchers, no_cuda
+#include "route.h"
 
 namespace sparseprune {
 namespace host {
@@ -27,8 +27,7 @@ int64_t grain_for(int64_t work_per_task) {
 SparseWeight sparse_weight(const char* op, const at::Tensor& values, const at::Tensor& row_ptr,
                            const at::Tensor& indices, const std::string& format, int64_t rows,
                            int64_t cols) {
-  TORCH_CHECK_VALUE(format == "csr" || format == "bitmap", "sparseprune::", op,
-                    ": format must be 'csr' or 'bitmap', got '", format, "'");
+  const bool csr = choice(op, "format", format, {"csr", "bitmap"}, /*quoted=*/true) == 0;
   TORCH_CHECK_VALUE(rows >= 0 && cols >= 0, "sparseprune::", op,
                     ": the weight shape must not be negative, got ", rows, " x ", cols);
   TORCH_CHECK_TYPE(values.scalar_type() == at::kFloat, "sparseprune::", op,
@@ -39,14 +38,12 @@ SparseWeight sparse_weight(const char* op, const at::Tensor& values, const at::T
                    ": indices must be int32, got ", indices.scalar_type());
   check_same_device(op, "row_ptr", row_ptr, "values", values);
   check_same_device(op, "indices", indices, "values", values);
-  TORCH_CHECK_VALUE(values.device().is_cpu() || values.device().is_cuda(), "sparseprune::", op,
-                    ": tensors must be on CPU or CUDA, got ", values.device());
+  check_cpu_or_cuda(op, "tensors", values.device());
   TORCH_CHECK_VALUE(values.dim() == 1, "sparseprune::", op,
                     ": values must be 1-D (the kept weights), got shape ", values.sizes());
   TORCH_CHECK_VALUE(row_ptr.dim() == 1 && row_ptr.numel() == rows + 1, "sparseprune::", op,
                     ": row_ptr must have shape (", rows + 1, ",) for ", rows, " rows, got ",
                     row_ptr.sizes());
-  const bool csr = format == "csr";
   const int64_t words = ceil_div(cols, 32);
   if (csr) {
     TORCH_CHECK_VALUE(indices.dim() == 1 && indices.numel() == values.numel(), "sparseprune::", op,
@@ -79,18 +76,6 @@ SparseWeight sparse_weight(const char* op, const at::Tensor& values, const at::T
   return w;
 }
 
-const float* checked_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t rows,
-                          const at::Tensor& values, at::Tensor& holder) {
-  if (!bias.has_value()) return nullptr;
-  TORCH_CHECK_TYPE(bias->scalar_type() == at::kFloat, "sparseprune::", op,
-                   ": bias must be float32, got ", bias->scalar_type());
-  TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == rows, "sparseprune::", op,
-                    ": bias must have shape (", rows, ",), got ", bias->sizes());
-  check_same_device(op, "bias", *bias, "values", values);
-  holder = bias->contiguous();
-  return holder.data_ptr<float>();
-}
-
 void check_input(const char* op, const at::Tensor& input, const at::Tensor& values) {
   TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat, "sparseprune::", op,
                    ": input must be float32 (the sparse kernels compute in float32), got ",
@@ -98,21 +83,22 @@ void check_input(const char* op, const at::Tensor& input, const at::Tensor& valu
   check_same_device(op, "input", input, "values", values);
 }
 
+const float* checked_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t rows,
+                          const at::Tensor& input, at::Tensor& holder) {
+  check_bias(op, bias, rows, "input", input);
+  if (!bias.has_value()) return nullptr;
+  holder = bias->contiguous();
+  return holder.data_ptr<float>();
+}
+
 at::Tensor strided_rows(int64_t rows, int64_t stride, const at::Device& device) {
   return at::arange(rows, at::TensorOptions().dtype(at::kLong).device(device)).mul_(stride);
 }
 
-void run_spmv(const SpmvParams& p, const at::Device& device) {
+void run_spmv(const char* op, const SpmvParams& p, const at::Device& device) {
   if (p.w.rows == 0) return;
-  if (device.is_cuda()) {
-#ifdef SP_WITH_CUDA
-    cuda::sparse_spmv(p, device.index());
-    return;
-#else
-    no_cuda("sparse_linear");
-#endif
-  }
-  const cpu::SparseKernelTable& k = cpu::sparse_kernels();
+  if (on_cuda(op, device)) return launch(SP_CUDA(sparse_spmv), device, p);
+  const cpu::SparseKernels& k = cpu::active<cpu::SparseKernels>();
   const int64_t nnz = p.w.row_ptr[p.w.rows];
   // CSR costs per kept weight; the bitmap format per group of 16 weights, kept or not.
   const int64_t per_row = 4 + (p.w.format == SparseFormat::kCsr ? nnz / p.w.rows : p.w.cols / 16);
@@ -122,17 +108,10 @@ void run_spmv(const SpmvParams& p, const at::Device& device) {
                    });
 }
 
-void run_spmm(const SpmmParams& p, const at::Device& device) {
+void run_spmm(const char* op, const SpmmParams& p, const at::Device& device) {
   if (p.w.rows == 0 || p.ncols == 0 || p.batch == 0) return;
-  if (device.is_cuda()) {
-#ifdef SP_WITH_CUDA
-    cuda::sparse_spmm(p, device.index());
-    return;
-#else
-    no_cuda("sparse_spmm");
-#endif
-  }
-  const cpu::SparseKernelTable& k = cpu::sparse_kernels();
+  if (on_cuda(op, device)) return launch(SP_CUDA(sparse_spmm), device, p);
+  const cpu::SparseKernels& k = cpu::active<cpu::SparseKernels>();
   // Tasks: (problem, column chunk, row block), column-chunk-major so that a thread sweeps the
   // rows against one cache-resident slice of X.
   const int64_t x_rows = p.w.cols * (p.w.rows / p.rows_per_group);

@@ -26,22 +26,23 @@ SparseWeight sparse_weight(const char* op, const at::Tensor& values, const at::T
                            const at::Tensor& indices, const std::string& format, int64_t rows,
                            int64_t cols);
 
-// The optional bias: float32, (rows,), on the values' device. Returns its data or nullptr.
-const float* checked_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t rows,
-                          const at::Tensor& values, at::Tensor& holder);
-
 // input must be float32 on the weight's device (a TypeError / ValueError naming it otherwise).
 void check_input(const char* op, const at::Tensor& input, const at::Tensor& values);
+
+// The optional bias (check_bias against the checked input) as contiguous float32 data kept alive
+// by `holder`, or nullptr.
+const float* checked_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t rows,
+                          const at::Tensor& input, at::Tensor& holder);
 
 // Row offsets 0, stride, 2 stride, ... (rows entries, int64) on `device`: X rows `stride` apart.
 at::Tensor strided_rows(int64_t rows, int64_t stride, const at::Device& device);
 
 // y = W x for one vector x (p.x, p.y set), on x's device.
-void run_spmv(const SpmvParams& p, const at::Device& device);
+void run_spmv(const char* op, const SpmvParams& p, const at::Device& device);
 
 // Y = W X for p.batch problems, on the device; on CPU spread over all threads in tasks of
 // (problem, chunk of columns, block of rows).
-void run_spmm(const SpmmParams& p, const at::Device& device);
+void run_spmm(const char* op, const SpmmParams& p, const at::Device& device);
 
 }  // namespace host
 }  // namespace sparseprune

@@ -5,8 +5,7 @@
 // IEEE operation, so every ISA computes the same bits.
 #include <sparseprune/hard_concrete.h>
 
-#include "hard_concrete_table.h"
-#include "kernels.h"
+#include "tile_loops.h"
 
 SP_NAMESPACE_BEGIN
 namespace {
@@ -33,16 +32,10 @@ void hard_concrete_group(const HardConcreteParams& p, int64_t first, int n, cons
 
 template <bool kBackward, class V, class T>
 void hard_concrete_tiles(const HardConcreteParams& p, int64_t tile_begin, int64_t tile_end) {
-  alignas(64) uint32_t bits[kChunk];
-  const ChunkGenerator philox(p.seed, p.offset);
-  const int64_t end = tile_end * kTileElems < p.numel ? tile_end * kTileElems : p.numel;
-  for (int64_t c = tile_begin * kTileElems; c < end; c += kChunk) {
-    philox(static_cast<uint64_t>(c) / 4, bits);
-    if (end - c >= kChunk)
-      hard_concrete_group<kBackward, V, T>(p, c, kChunk, bits);
-    else
-      hard_concrete_group<kBackward, float, T>(p, c, static_cast<int>(end - c), bits);
-  }
+  auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t, auto*) {
+    hard_concrete_group<kBackward, decltype(lane), T>(p, first, n, bits);
+  };
+  for_each_philox_tile<V, T, 0>(p.seed, p.offset, p.numel, tile_begin, tile_end, group, kNoTotals);
 }
 
 template <bool kBackward>
@@ -64,14 +57,4 @@ void run_hard_concrete_backward(const HardConcreteParams& p, int64_t tile_begin,
 }  // namespace
 SP_NAMESPACE_END
 
-namespace sparseprune {
-namespace cpu {
-
-const HardConcreteKernels& SP_ISA_FN(hard_concrete_kernels)() {
-  static constexpr HardConcreteKernels table{SP_ISA_NAME, &run_hard_concrete_forward,
-                                             &run_hard_concrete_backward};
-  return table;
-}
-
-}  // namespace cpu
-}  // namespace sparseprune
+SP_KERNEL_TABLE(HardConcreteKernels, &run_hard_concrete_forward, &run_hard_concrete_backward)

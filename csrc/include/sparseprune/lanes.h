@@ -1,7 +1,7 @@
 // Scalar "lane" primitives. The element math in philox.h / noise.h / ste.h is written once, as
 // templates over a float type F (with its uint32 type U and mask type M). Here F = float, one lane,
 // used by CUDA, by the scalar CPU kernels and by every SIMD kernel's tail. The SIMD kernels supply
-// the same primitives for vector types (csrc/cpu/kernels/vec_*.h), found by argument-dependent lookup.
+// the same primitives for vector types (csrc/cpu/simd/vec_*.h), found by argument-dependent lookup.
 //
 // Every operation below is a single IEEE-754 operation or an exact bit manipulation, so a lane
 // computes the same bits whatever the vector width, provided no FMA contraction happens (the build

@@ -1,12 +1,9 @@
-// Kernel entry points of one ISA (declared inside that ISA's namespace; see vec.h). The table
-// (kernel_table.h) documents what each does.
+// The mask family's entry points of one ISA (inside that ISA's namespace; see macros.h), gathered
+// into its table by mask_table.cpp. What each does: MaskKernels in csrc/cpu/tables.h.
 #pragma once
-#include "vec.h"
+#include "tile_loops.h"
 
 SP_NAMESPACE_BEGIN
-
-constexpr int kChunk = 64;  // elements per ChunkGenerator call: 16 Philox blocks
-static_assert(kTileElems % kChunk == 0, "a tile holds whole chunks");
 
 bool run_stochastic_forward(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
 void run_stochastic_backward(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
