@@ -1,7 +1,8 @@
-"""tests/ops: thinning of the CUDA tests' CPU dry run (tests/cuda_helpers.py). With
-SPARSEPRUNE_CUDA_TESTS_SAMPLE=N (N > 1) only every N-th parametrized case of each test function
-is kept, the first always: enough to check the tests' code in CI (benchmarks/gpu_check.py in CPU
-mode) within its time. Inert without the variable."""
+"""A pytest plugin that thins the CUDA tests' CPU dry run (tests/cuda_helpers.py):
+``pytest -p cuda_dry_run`` (with tests/ on PYTHONPATH) and SPARSEPRUNE_CUDA_TESTS_SAMPLE=N keep
+only every N-th parametrized case of each test function, the first always: enough to check the
+tests' code in CI (benchmarks/gpu_check.py in CPU mode) within its time. Inert without the
+variable; never loaded by a plain pytest run."""
 
 import os
 
