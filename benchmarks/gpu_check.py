@@ -52,6 +52,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -134,7 +135,7 @@ def child_env(extra=None) -> dict:
 def quick(cmd, timeout=30) -> str:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-        return (out.stdout or out.stderr).strip()
+        return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -213,7 +214,11 @@ def stage_markdown(name: str, r: dict) -> list:
             for line in t.get("errors", [])[:10]:
                 out.append(f"  - `{line}`")
     if r.get("status") not in ("passed", "skipped", "not supported") and r.get("tail"):
-        out += ["```", *r["tail"][-25:], "```"]
+        tail = r["tail"]
+        errors = [line for line in tail if re.search(r"\berror\b", line, re.I)][-15:]
+        shown = errors + [line for line in tail[-8:] if line not in errors]
+        out += ["```", *(line if len(line) <= 300 else line[:300] + " ..." for line in shown),
+                "```"]
     return out
 
 
