@@ -1,6 +1,6 @@
 # sparseprune: `make demo`, `make test` (import contracts, then pytest), `make bench`. Each creates
 # missing, installs torch ($(TORCH_SPEC)) and the package with its test extras, builds the
-# extension when its sources changed, and runs.
+# extension when its sources changed, and runs. `make gpu-check` needs no venv (see below).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: build test demo bench bench-sparse repro clean
+.PHONY: build test demo bench bench-sparse repro gpu-check clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -48,5 +48,16 @@ bench-sparse: build
 repro: build
 	PY=$(PY) bash docs/reproduce.sh
 
+# The GPU check (benchmarks/gpu_check.py; README, GPU): with a CUDA device it builds the extension in
+# place against the Python and torch already installed there (no venv, no downloads), runs the
+# CPU-vs-CUDA tests, the GPU benchmarks and compute-sanitizer, and writes $(GPU_OUT)/gpu_check.{json,md}
+# in under 8 minutes on one H200. Without one: CPU mode (no build, tests skip or dry-run, smoke
+# benchmarks). Deliberately not depending on `build`: a GPU machine has no .venv.
+GPU_PY ?= python3
+GPU_OUT ?= gpu-check-results
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PY) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK_ARGS)
+
 clean:
-	rm -rf build sparseprune/_C*.so *.egg-info $(VENV)
+	rm -rf build sparseprune/_C*.so *.egg-info $(VENV) gpu-check-results
