@@ -118,6 +118,18 @@ def density(value, *, required: bool = True, name: str = "density") -> float:
     return float(value)
 
 
+def pattern(value, *, name: str = "pattern") -> tuple[int, int]:
+    """An N:M pattern ``"N:M"`` (N kept of every M consecutive weights), 1 <= N < M <= 8, as
+    ``(n, m)``."""
+    parts = value.split(":") if isinstance(value, str) else []
+    ok = len(parts) == 2 and all(p.strip().isdigit() for p in parts)
+    n, m = (int(parts[0]), int(parts[1])) if ok else (0, 0)
+    if not (ok and 1 <= n < m <= 8):
+        raise ValueError(f"{name} must be 'N:M' with 1 <= N < M <= 8 (N kept of every M "
+                         f"consecutive weights), e.g. '2:4', got {value!r}")
+    return n, m
+
+
 def scope(value) -> str:
     return choice("scope", value, SCOPES)
 
