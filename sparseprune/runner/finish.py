@@ -47,7 +47,7 @@ def finish(s: Session, *, log: Log = echo) -> dict:
     if layers:
         plots.score_histogram([layer.method.ranking_scores(layer) for _, layer in layers],
                               [masks[name] for name, _ in layers], d / "scores.png",
-                              f"{title}\nfinal scores")
+                              f"{title}\nfinal scores", xlabel=layers[0][1].method.score_label)
     st.wall_seconds += time.perf_counter() - began
     final = {
         "method": c.method, "label": describe(c), "options": c.options, "model": c.model,
