@@ -98,7 +98,7 @@ def _second_backward(make):
         x.reshape(1, 3, 5, 1), w[:, :3].reshape(6, 3, 1, 1), s[:, :3].reshape(6, 3, 1, 1),
         rng=RNG)),
     ("reparam_weight", lambda x, w, s: SF.reparam_weight(w, torch.tensor([3.0]))),
-    ("hard_concrete_sample", lambda x, w, s: w * SF.hard_concrete_sample(s, rng=RNG)),
+    ("hard_concrete_sample", lambda x, w, s: SF.hard_concrete_sample(w, rng=RNG)),
 ])
 def test_double_backward_raises_clearly(op, make):
     with pytest.raises(RuntimeError, match=f"sparseprune::{op} does not support double backward"):
