@@ -43,7 +43,7 @@ W, S = torch.randn(4, 5), torch.randn(4, 5)
     (lambda: F.masked_conv2d(torch.randn(1, 2, 8, 8), torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3), groups=3), ValueError, "groups must be >= 1 and divide out_channels = 4, got 3"),
     (lambda: ops.aslp_weight(W, S, None, 1.0, torch.tensor([1, 2, 3])), ValueError, r"rng must be a contiguous CPU int64 tensor \[seed, offset\], got Long tensor of shape \[3\]"),
     (lambda: ops.aslp_weight(W, S, None, 1.0, torch.tensor([1.0, 2.0])), ValueError, "rng must be .* got Float"),
-    (lambda: ops.philox_bits(-1, 0, 0), ValueError, "numel must be >= 0, got -1"),
+    (lambda: ops.philox_bits(-1, 0, 0), ValueError, "numel must be in \\[0, 2\\^61\\), got -1"),
 ])
 def test_bad_op_arguments(call, error, pattern):
     with pytest.raises(error, match=pattern):

@@ -34,7 +34,8 @@ def _malformed(format, kind):
     elif kind == "index_negative":
         indices.view(-1)[-1] = -5
     elif kind == "row_ptr_not_monotone":
-        row_ptr[2], row_ptr[3] = row_ptr[3] + 3, row_ptr[2]
+        a, b = int(row_ptr[2]), int(row_ptr[3])
+        row_ptr[2], row_ptr[3] = b + 3, a  # row 2 ends before it starts
     elif kind == "surplus_bits":
         indices[0, -1] |= 1 << 30  # column 62 of 40
     elif kind == "bit_count":
