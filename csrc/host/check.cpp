@@ -139,6 +139,15 @@ at::Tensor conv2d_batch(const char* op, const at::Tensor& input) {
   return input.dim() == 3 ? input.unsqueeze(0) : input;
 }
 
+void check_conv2d_fits(const char* op, const at::Tensor& batch, int64_t kh, int64_t kw,
+                       at::IntArrayRef padding, at::IntArrayRef dilation) {
+  const int64_t height = batch.size(2) + 2 * padding[0], width = batch.size(3) + 2 * padding[1];
+  const int64_t extent_h = dilation[0] * (kh - 1) + 1, extent_w = dilation[1] * (kw - 1) + 1;
+  TORCH_CHECK_VALUE(height >= extent_h && width >= extent_w, "sparseprune::", op,
+                    ": the padded input (", height, " x ", width,
+                    ") is smaller than the dilated kernel (", extent_h, " x ", extent_w, ")");
+}
+
 void check_no_nan(const char* op, bool nan_seen, const char* arg) {
   TORCH_CHECK_VALUE(!nan_seen, "sparseprune::", op, ": ", arg,
                     " contain NaN; a NaN entry has no mask (check the learning rate or the "

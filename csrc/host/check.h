@@ -74,6 +74,11 @@ void check_conv2d_options(const char* op, at::IntArrayRef stride, at::IntArrayRe
 // A 2-D convolution's input, 3-D (C, H, W) or 4-D (N, C, H, W), as a batch (N, C, H, W).
 at::Tensor conv2d_batch(const char* op, const at::Tensor& input);
 
+// The padded (height, width) of a batch is at least the dilated kernel's (kh, kw) extent, so the
+// output has at least one row and column.
+void check_conv2d_fits(const char* op, const at::Tensor& batch, int64_t kh, int64_t kw,
+                       at::IntArrayRef padding, at::IntArrayRef dilation);
+
 void check_no_nan(const char* op, bool nan_seen, const char* arg = "scores");
 
 }  // namespace host

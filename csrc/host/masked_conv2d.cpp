@@ -21,6 +21,7 @@ at::Tensor check_conv(const char* op, const at::Tensor& input, const at::Tensor&
                     ": input has ", batch.size(1), " channels but weight expects ",
                     weight.size(1) * groups, " (in_channels / groups = ", weight.size(1),
                     ", groups = ", groups, ")");
+  check_conv2d_fits(op, batch, weight.size(2), weight.size(3), padding, dilation);
   check_layer_input(op, input, weight);
   check_bias(op, bias, weight.size(0), "weight", weight);
   return batch;

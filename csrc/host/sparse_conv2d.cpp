@@ -131,11 +131,7 @@ at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& values,
                     g.channels, " channels but the weight expects ", weight_shape[1] * groups,
                     " (in_channels / groups = ", weight_shape[1], ", groups = ", groups,
                     "); input shape ", input.sizes());
-  TORCH_CHECK_VALUE(g.height + 2 * padding[0] >= dilation[0] * (kh - 1) + 1 &&
-                        g.width + 2 * padding[1] >= dilation[1] * (kw - 1) + 1,
-                    "sparseprune::", op, ": the padded input (", g.height + 2 * padding[0], " x ",
-                    g.width + 2 * padding[1], ") is smaller than the dilated kernel (",
-                    dilation[0] * (kh - 1) + 1, " x ", dilation[1] * (kw - 1) + 1, ")");
+  check_conv2d_fits(op, x, kh, kw, padding, dilation);
   g.out_h = (g.height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
   g.out_w = (g.width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
   at::Tensor bias_holder;

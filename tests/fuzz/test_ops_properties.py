@@ -124,6 +124,10 @@ def test_masked_linear_forward_backward(worker, data, batch, fin, fout, method, 
     go = torch.randn((batch, fout) if grad_ok else (batch + 1, fout)).to(dtype)
     outcome = worker.call("fuzz.cases", "masked_linear_fwd_bwd", x, w, s, None, method,
                           temperature, density, rng_state(1, 2), go)
+    if not grad_ok and outcome[:2] == ("raise", "RuntimeError"):
+        # torch.autograd's own check of the gradient's shape, made before any op of ours runs
+        assert outcome[2].startswith("Mismatch in shape"), outcome
+        return
     assert_clear(outcome)
     nan_scores = bool(torch.isnan(s).any())
     bad_tau = not 1e-3 <= temperature <= 1e30
