@@ -169,6 +169,7 @@ def prune_oneshot(model: nn.Module, method: str, *, density: Optional[float] = N
     modules = dict(model.named_modules())
     modes = {name: m.training for name, m in modules.items()}
     masks: dict[str, list[Tensor]] = {}
+    forwarder = C.Forwarder(model, batch_list, device, block_names) if calibrate else None
     bar = tqdm(plan, desc=f"prune_oneshot {method}", unit="stage", disable=not progress,
                dynamic_ncols=True, leave=False)
     try:
@@ -182,8 +183,8 @@ def prune_oneshot(model: nn.Module, method: str, *, density: Optional[float] = N
                     began = time.perf_counter()
                     # The first stage's forward runs to the end and checks every layer is reached.
                     others = [n for n in names if n not in stage.layers] if i == 0 else []
-                    stats = _calibrate(model, stage, stage_parts, others, batch_list, device,
-                                       method == "sparsegpt" or errors, modules)
+                    stats = _calibrate(model, forwarder, stage, stage_parts, others, batch_list,
+                                       device, method == "sparsegpt" or errors, modules)
                     report.calibration_seconds += time.perf_counter() - began
                 for p in stage_parts:
                     result, keep = _prune(p, method, stats.get(p.label), density, nm, group,
@@ -192,6 +193,11 @@ def prune_oneshot(model: nn.Module, method: str, *, density: Optional[float] = N
                     report.prune_seconds += result.seconds
                     masks.setdefault(p.layer, []).append(keep)
                 del stats
+                if calibrate:
+                    began = time.perf_counter()
+                    forwarder.advance(stage.block, plan[i + 1].block if i + 1 < len(plan)
+                                      else None)
+                    report.calibration_seconds += time.perf_counter() - began
     finally:
         bar.close()
         for name, m in model.named_modules():
@@ -206,8 +212,9 @@ def prune_oneshot(model: nn.Module, method: str, *, density: Optional[float] = N
     return (model, report) if return_report else model
 
 
-def _calibrate(model: nn.Module, stage: C.Stage, stage_parts: list[Part], others: list[str],
-               batch_list: list, device: torch.device, gram: bool,
+def _calibrate(model: nn.Module, forwarder: C.Forwarder, stage: C.Stage,
+               stage_parts: list[Part], others: list[str], batch_list: list,
+               device: torch.device, gram: bool,
                modules: dict[str, nn.Module]) -> dict[str, _Stats]:
     """The statistics of the stage's matrices over the calibration batches; ValueError naming
     the layers that the data does not reach (``others``: more layers to check)."""
@@ -216,12 +223,11 @@ def _calibrate(model: nn.Module, stage: C.Stage, stage_parts: list[Part], others
     reached: set[str] = set()
     handles = [hook_module(model, n, modules[n]).register_forward_hook(
         lambda *_, n=n: reached.add(n)) for n in others]
-    stop = modules[stage.block] if stage.block is not None and not others else None
 
     def before(batch: Any) -> None:
         capture.mask = C.token_mask(batch, device)
     try:
-        C.forward_all(model, batch_list, device, stop, before)
+        forwarder.run(stage.block, before, to_the_end=bool(others))
     finally:
         capture.remove()
         for h in handles:

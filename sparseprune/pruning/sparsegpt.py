@@ -123,23 +123,24 @@ def sparsegpt(W: Tensor, H: Tensor, *, density: Optional[float] = None,
     counts = None if density is None else _block_keep_counts(density, rows, columns, blocksize)
     for b, start in enumerate(range(0, columns, blocksize)):
         end = min(start + blocksize, columns)
-        W1 = W[:, start:end]                      # a view: updated in place
+        W1 = W[:, start:end].clone()              # contiguous: the column loop is faster
         U1 = U[start:end, start:end]
         d = U1.diagonal()
-        keep1 = keep[:, start:end]
         if counts is not None:
-            keep1.copy_(top_k_masks([W1.square() / d.square()], counts[b])[0])
+            keep[:, start:end] = top_k_masks([W1.square() / d.square()], counts[b])[0]
+        pruned = ~keep[:, start:end]
         err = torch.zeros_like(W1)
         for j in range(end - start):
             if pattern is not None and j % pattern[1] == 0:
                 n, m = pattern
                 scores = W1[:, j:j + m].square() / d[j:j + m].square()
-                keep1[:, j:j + m] = top_n_of_m(scores, n, m, layer=layer)
-            w = W1[:, j].clone()
-            q = torch.where(keep1[:, j], w, torch.zeros((), dtype=dtype, device=W.device))
-            err[:, j] = (w - q) / d[j]
-            W1[:, j:].sub_(torch.outer(err[:, j], U1[j, j:]))
-            W1[:, j] = q                          # exactly q (the update leaves q up to rounding)
+                keep[:, start + j:start + j + m] = top_n_of_m(scores, n, m, layer=layer)
+                pruned[:, j:j + m] = ~keep[:, start + j:start + j + m]
+            # err_j = (w_j - q_j) / U_jj: the pruned weights' values; the kept ones' are 0
+            torch.mul(W1[:, j], pruned[:, j], out=err[:, j]).div_(d[j])
+            W1[:, j:].addr_(err[:, j], U1[j, j:], alpha=-1)
+            W1[:, j].masked_fill_(pruned[:, j], 0)  # exactly 0 (the update leaves it ~0)
+        W[:, start:end] = W1
         if end < columns:
             W[:, end:].sub_(err @ U[start:end, end:])
     return W, keep, damp

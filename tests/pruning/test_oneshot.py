@@ -320,6 +320,48 @@ def test_explicit_blocks_and_training_flags():
     assert all(torch.equal(masks_of(by_module)[n], auto[n]) for n in auto)
 
 
+class Unchained(Stack):
+    """The same computation, but the blocks do not feed each other directly."""
+
+    def __init__(self, how, **kw):
+        super().__init__(**kw)
+        self.how = how
+
+    def forward(self, x):
+        x = self.inp(x)
+        for i, block in enumerate(self.blocks):
+            if self.how == "twice" and i == 1:
+                block(x)
+            x = block(x) if self.how != "flag" else block.down(torch.relu(block.up(x))) + x
+            if self.how == "copy":
+                x = x.clone()
+            elif self.how == "in-place":
+                x.mul_(1.0)
+        return self.head(x)
+
+
+@pytest.mark.parametrize("how", [None, "copy", "in-place", "twice"])
+def test_chained_blocks_run_alone_and_give_the_same_masks(how):
+    """Blocks that feed each other directly are run alone on the kept inputs of the block
+    before (about 2 block forwards per block); otherwise the whole model runs per stage. The
+    masks are the same either way."""
+    base = Stack(depth=3)
+    model = copy.deepcopy(base) if how is None else Unchained(how, depth=3)
+    model.load_state_dict(base.state_dict(), strict=False)
+    calls = [0, 0, 0]
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    data = tokens(2)
+    pruned = masks_of(oneshot(model, "sparsegpt", density=0.5, data=data, include="blocks.*"))
+    if how is None:  # a full forward, then per block: stats (not block 0), outputs (not the last)
+        assert calls == [2 + 2, 2 + 2 + 2, 2 + 2]
+    elif how != "twice":  # per stage a forward stopped after the stage's block (1st: to the end)
+        assert calls == [2 + 2 + 2, 2 + 2 + 2, 2 + 2]
+    reference = masks_of(oneshot(copy.deepcopy(base), "sparsegpt", density=0.5, data=data,
+                                 include="blocks.*"))
+    assert all(torch.equal(pruned[n], reference[n]) for n in reference)
+
+
 # ------------------------------------------------------------------------- result, API
 
 def test_report_and_the_fixed_layers_work_with_the_rest_of_the_library(tmp_path):
