@@ -130,6 +130,8 @@ class MaskMethod(ABC):
     recipe: ClassVar[Recipe] = Recipe({"scores": 0.1}, source="generic default")
     # True for methods that sample noise: their layers keep a noise stream (``layer.rng``).
     stochastic: ClassVar[bool] = False
+    # What ranking_scores are, for plots and reports.
+    score_label: ClassVar[str] = "score"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -170,7 +170,7 @@ def _oneshot_parser(sub) -> None:
     g.add_argument("--dataset", help="runner models: the dataset (calibration from its train "
                    "split, accuracy on its test split)")
     g.add_argument("--weights", metavar="PATH", help="runner models: a state dict (torch.save "
-                   "or sparseprune.save) or a finished train run directory (its subnetwork.pt)")
+                   "or sparseprune.save) or a finished train run directory (its subnetwork.safetensors)")
     g.add_argument("--density", type=_float, help="fraction of each layer's weights kept")
     g.add_argument("--pattern", metavar="N:M", help="N kept of every M consecutive inputs, "
                    "e.g. 2:4 (instead of --density)")
@@ -222,6 +222,7 @@ def _oneshot(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Learn sparse subnetworks and run them: "
                      "sparseprune's experiment runner.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {sp.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,oneshot,report,compare,info}")
     _train_parser(sub)
     _oneshot_parser(sub)
@@ -354,6 +355,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunError as exc:
         print(f"{PROG} {args.command}: training failed: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # an unwritable --out, a full disk: the file and the reason
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"{PROG} {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         where = getattr(args, "resume", None) or getattr(args, "out", None) or "the run directory"
         print(f"\n{PROG}: interrupted; the last completed epoch is checkpointed: continue with "

@@ -3,7 +3,7 @@ or of MiniLM-L6 into a run directory.
 
 - Vision (``--model lenet300 ... --dataset NAME``): the model's weights come from ``--weights``
   (a state dict saved with ``torch.save`` or ``sparseprune.save``, or a finished ``train`` run
-  directory, whose ``subnetwork.pt`` is read; a dense model is e.g. ``sparseprune train --method
+  directory, whose ``subnetwork.safetensors`` is read; a dense model is e.g. ``sparseprune train --method
   magnitude_init --density 1``). Calibration: ``--calibration`` images of the train split (a
   seeded shuffle); the result: test accuracy, dense and pruned.
 - ``--model minilm``: the pretrained MiniLM-L6 encoder (``include`` defaults to
@@ -34,11 +34,11 @@ import sparseprune as sp
 
 from .. import _validate as V
 from .config import ConfigError, _flag
+from .finish import SUBNETWORK
 from .metrics import jsonable, read_final, write_final
 
 MINILM = "minilm"
-FILES = ("config.json", "final.json", "subnetwork.safetensors", "oneshot.txt", "density.png")
-SUBNETWORK = "subnetwork.safetensors"
+FILES = ("config.json", "final.json", SUBNETWORK, "oneshot.txt", "density.png")
 
 
 @dataclass
@@ -106,10 +106,10 @@ def validate(c: OneshotConfig) -> None:
 def _load_weights(model: nn.Module, path: str) -> None:
     source = pathlib.Path(path).expanduser()
     if source.is_dir():
-        source = source / "subnetwork.pt"
+        source = source / SUBNETWORK
     if not source.is_file():
         raise ConfigError(f"--weights {path}: no such file (a state dict, or a finished train run "
-                          "directory with subnetwork.pt)")
+                          f"directory with {SUBNETWORK})")
     try:
         state = sp.load(source) if source.suffix == ".safetensors" \
             else torch.load(source, map_location="cpu", weights_only=True)

@@ -60,9 +60,11 @@ def test_oneshot_of_a_dense_run(tmp_path, capsys):
     assert evaluate(model, splits.test)[0] == final["test_acc"]
     code, text, _ = run(["report", out], capsys)
     assert code == 0 and "test accuracy" in text and "classifier.4" in text
-    # one pass, Wanda, per layer: another run directory, refused without --overwrite
+    # one pass, Wanda, per layer, weights from a torch.save state dict: another run directory,
+    # refused without --overwrite
+    torch.save(sp.load(dense / "subnetwork.safetensors"), tmp_path / "dense.pt")
     args = ["oneshot", "--method", "wanda", "--density", "0.3", "--group", "layer",
-            "--one-pass", *QUICK, "--weights", dense / "subnetwork.pt", "--out", out]
+            "--one-pass", *QUICK, "--weights", tmp_path / "dense.pt", "--out", out]
     code, _, err = run(args, capsys)
     assert code == 2 and "already holds a run" in err
     code, _, err = run(args + ["--overwrite"], capsys)
