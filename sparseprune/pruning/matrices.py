@@ -43,8 +43,13 @@ class Part:
     count: int = 1
 
     @property
+    def layer_label(self) -> str:
+        """The layer's name in reports and messages: ``"(model)"`` when the model is the layer."""
+        return self.layer or "(model)"
+
+    @property
     def label(self) -> str:
-        return self.layer if self.count == 1 else f"{self.layer}[{QKV[self.index]}]"
+        return self.layer_label if self.count == 1 else f"{self.layer_label}[{QKV[self.index]}]"
 
     @property
     def weight(self) -> Tensor:

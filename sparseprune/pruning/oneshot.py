@@ -157,7 +157,7 @@ def prune_oneshot(model: nn.Module, method: str, *, density: Optional[float] = N
     if nm is not None:
         for name, module in layers:  # conv: M input channels at one tap
             p = all_parts[name][0]
-            nm_groups(p.weight if p.weight.dim() > 2 else p.matrix(), nm[1], layer=name)
+            nm_groups(p.weight if p.weight.dim() > 2 else p.matrix(), nm[1], layer=p.layer_label)
     calibrate = data is not None and (method != "magnitude" or errors)
     batch_list = C.read_batches(data, batches) if calibrate else None
     device = all_parts[names[0]][0].weight.device

@@ -382,6 +382,16 @@ def test_report_and_the_fixed_layers_work_with_the_rest_of_the_library(tmp_path)
         torch.testing.assert_close(again(x), expected)
 
 
+def test_a_model_that_is_one_layer_is_named_model():
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    model, report = oneshot(nn.Linear(8, 4), "wanda", density=0.5, data=x, return_report=True)
+    ((name, layer),) = sp.masked_layers(model)
+    assert name == "" and int(layer.mask.sum()) == 16
+    assert [r.name for r in report.layers] == ["(model)"] and "(model) " in str(report)
+    with pytest.raises(ValueError, match=r"^\(model\): .*M=4"):
+        oneshot(nn.Linear(6, 4), "wanda", pattern="2:4", data=torch.randn(16, 6))
+
+
 # ------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("kw, match", [
