@@ -165,7 +165,8 @@ def prune_oneshot(model: nn.Module, method: str, *, density: Optional[float] = N
     plan = C.stages(names, block_names) if sequential else [C.Stage(None, names)]
     target = f"density {density:g}" if nm is None else f"{nm[0]}:{nm[1]}"
     report = OneshotReport(method, target, bool(sequential), len(plan),
-                           len(batch_list) if batch_list else 0)
+                           len(batch_list) if batch_list else 0,
+                           percdamp=percdamp if method == "sparsegpt" else None)
     modules = dict(model.named_modules())
     modes = {name: m.training for name, m in modules.items()}
     masks: dict[str, list[Tensor]] = {}

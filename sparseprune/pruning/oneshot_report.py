@@ -42,6 +42,7 @@ class OneshotReport:
     stages: int
     batches: int
     layers: list[LayerResult] = field(default_factory=list)
+    percdamp: Optional[float] = None  # SparseGPT: the dampening asked for (a layer's retries differ)
     calibration_seconds: float = 0.0  # forwards with statistics hooks
     prune_seconds: float = 0.0        # selection and reconstruction
     seconds: float = 0.0              # the whole call
@@ -83,7 +84,7 @@ class OneshotReport:
                 f"{'density':>7}  {'error':>7}  {'tokens':>7}  {'s':>6}"]
         for layer in self.layers:
             error = "-" if layer.error is None else f"{layer.error:.4f}"
-            damp = "" if layer.damp in (None, 0.01) else f"  (damp {layer.damp:g})"
+            damp = "" if layer.damp in (None, self.percdamp) else f"  (damp {layer.damp:g})"
             rows.append(f"{layer.name.ljust(width)}  {'x'.join(map(str, layer.shape)):>11}  "
                         f"{layer.kept:>10,}  {layer.total:>10,}  {layer.density:>7.4f}  "
                         f"{error:>7}  {layer.tokens:>7,}  {layer.seconds:>6.2f}{damp}")

@@ -382,6 +382,16 @@ def test_report_and_the_fixed_layers_work_with_the_rest_of_the_library(tmp_path)
         torch.testing.assert_close(again(x), expected)
 
 
+def test_the_report_marks_only_the_layers_whose_cholesky_needed_more_dampening():
+    model, report = oneshot(Stack(), "sparsegpt", density=0.5, data=tokens(), percdamp=0.05,
+                            return_report=True)
+    assert report.percdamp == 0.05 and all(r.damp == 0.05 for r in report.layers)
+    assert "(damp" not in str(report)
+    report.layers[1].damp = 0.5  # as after one retry
+    marked = [line for line in str(report).splitlines() if "(damp 0.5)" in line]
+    assert len(marked) == 1 and marked[0].startswith(report.layers[1].name)
+
+
 def test_a_model_that_is_one_layer_is_named_model():
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
     model, report = oneshot(nn.Linear(8, 4), "wanda", density=0.5, data=x, return_report=True)
