@@ -9,6 +9,7 @@ Quick start::
     sp.finalize(model)                            # plain layers, pruned weights exactly 0
     sp.to_sparse(model.eval())                    # sparse inference layers, format per layer
     sp.save(model, "model.safetensors")           # only the kept weights
+    sp.prune_oneshot(pretrained, "wanda", pattern="2:4", data=batches)  # one shot, no training
 
 Layout (imports go downward only, checked by import-linter): ``runner`` (the experiment
 application) > ``reference`` > ``training`` | ``pruning`` | ``inference`` > ``convert`` |
@@ -27,11 +28,11 @@ from .report import Report, sparsity_report  # noqa: E402
 from .methods import sensitivity  # noqa: E402
 from .training import budget, schedules  # noqa: E402
 from . import pruning  # noqa: E402
-from .pruning import prune_at_init, set_masks  # noqa: E402
+from .pruning import prune_at_init, prune_oneshot, set_masks  # noqa: E402
 from .inference import load, save, to_sparse  # noqa: E402
 
 __all__ = [
-    "convert", "finalize", "prune_at_init", "set_masks", "pruning", "final_masks", "mask_parameters",
+    "convert", "finalize", "prune_at_init", "prune_oneshot", "set_masks", "pruning", "final_masks", "mask_parameters",
     "masked_layers", "param_groups", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
     "nn", "ops", "reference", "budget", "sensitivity", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas",
     "supported_cpu_isas", "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",

@@ -33,6 +33,11 @@ LR_SCHEDULES = (None, "cosine")
 INITS = ("kaiming_normal", "default")
 # How a target density applies to a method (methods.base.MaskMethod.density_role).
 DENSITY_ROLES = ("option", "learned", "final")
+# One-shot pruning of pretrained models (pruning.oneshot): its methods, and the comparison group
+# of an unstructured density (None: the method's reference one, Wanda per row, magnitude per
+# layer).
+ONESHOT_METHODS = ("magnitude", "wanda", "sparsegpt")
+ONESHOT_GROUPS = (None, "row", "layer")
 
 
 # ------------------------------------------------------------------------------ generic checks
@@ -128,6 +133,19 @@ def pattern(value, *, name: str = "pattern") -> tuple[int, int]:
         raise ValueError(f"{name} must be 'N:M' with 1 <= N < M <= 8 (N kept of every M "
                          f"consecutive weights), e.g. '2:4', got {value!r}")
     return n, m
+
+
+def density_or_pattern(density_value, pattern_value) -> tuple[Optional[float],
+                                                             Optional[tuple[int, int]]]:
+    """Exactly one of a density (fraction kept) and an N:M pattern: ``(density, None)`` or
+    ``(None, (n, m))``."""
+    if (density_value is None) == (pattern_value is None):
+        raise ValueError("give exactly one of density (the fraction of weights kept, e.g. 0.5) "
+                         "and pattern ('N:M', N kept of every M, e.g. '2:4'), got "
+                         f"density={density_value!r} and pattern={pattern_value!r}")
+    if pattern_value is not None:
+        return None, pattern(pattern_value)
+    return density(density_value), None
 
 
 def scope(value) -> str:

@@ -3,6 +3,8 @@ in the rest of :mod:`sparseprune.runner`.
 
     sparseprune train --method M --model NAME --dataset NAME [options]   train a subnetwork
     sparseprune train --resume DIR [--epochs N]                          continue a run exactly
+    sparseprune oneshot --method M --model NAME (--density D | --pattern N:M) [options]
+                                                                         prune a pretrained model
     sparseprune report DIR                                               a run's table
     sparseprune compare DIR... [--plot PNG]                              runs side by side
     sparseprune info                                                     installation, methods, data
@@ -155,12 +157,75 @@ def _train_parser(sub) -> None:
     _method_option_flags(p, {a.dest for a in p._actions})
 
 
+def _oneshot_parser(sub) -> None:
+    p = sub.add_parser("oneshot", help="prune a pretrained model in one shot (magnitude, wanda, "
+                       "sparsegpt)", description="One-shot pruning on calibration data "
+                       "(sparseprune.prune_oneshot) of a runner model (weights from --weights) or "
+                       "of MiniLM-L6 (--model minilm, calibrated on the fortunes corpus); writes "
+                       "config.json, final.json, subnetwork.safetensors, oneshot.txt, density.png.")
+    g = p.add_argument_group("what to prune")
+    g.add_argument("--method", help=f"{', '.join(V.ONESHOT_METHODS)}")
+    g.add_argument("--model", help="minilm, or a runner model: lenet300, lenet5, conv2, conv4, "
+                   "conv6, vgg11, resnet18")
+    g.add_argument("--dataset", help="runner models: the dataset (calibration from its train "
+                   "split, accuracy on its test split)")
+    g.add_argument("--weights", metavar="PATH", help="runner models: a state dict (torch.save "
+                   "or sparseprune.save) or a finished train run directory (its subnetwork.safetensors)")
+    g.add_argument("--density", type=_float, help="fraction of each layer's weights kept")
+    g.add_argument("--pattern", metavar="N:M", help="N kept of every M consecutive inputs, "
+                   "e.g. 2:4 (instead of --density)")
+    g.add_argument("--include", action="append", metavar="GLOB", help="layers to prune "
+                   "(repeatable; default: every layer; minilm: encoder.*)")
+    g.add_argument("--exclude", action="append", metavar="GLOB", help="layers to leave dense")
+    g = p.add_argument_group("calibration")
+    g.add_argument("--calibration", type=_int, help="calibration images or sentences (128)")
+    g.add_argument("--batch-size", type=_int, help="calibration batch size (32)")
+    g.add_argument("--heldout", type=_int, help="minilm: held-out sentences scored (512)")
+    g.add_argument("--one-pass", action="store_true", help="calibrate every layer on the dense "
+                   "model (default: block by block on the pruned earlier blocks)")
+    g.add_argument("--group", choices=("row", "layer"), help="comparison group of an "
+                   "unstructured density (wanda: row, magnitude: layer)")
+    g.add_argument("--blocksize", type=_int, help="sparsegpt column block (128)")
+    g.add_argument("--percdamp", type=_float, help="sparsegpt dampening (0.01)")
+    g.add_argument("--seed", type=_int, help="calibration sample and split seed (0)")
+    g.add_argument("--val-fraction", type=_float, help="validation split (0.1, as train)")
+    g.add_argument("--data-dir", help="dataset directory or its parent")
+    g.add_argument("--download", action="store_true", default=None, help="fetch the dataset")
+    g.add_argument("--threads", type=_int, help="torch CPU threads")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="run directory (default runs/oneshot-...)")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _oneshot(args: argparse.Namespace) -> int:
+    from . import ConfigError
+    from . import oneshot
+
+    missing = [f"--{n}" for n in ("method", "model") if getattr(args, n) is None]
+    if missing:
+        raise ConfigError(f"oneshot needs {', '.join(missing)}")
+    fields = oneshot.OneshotConfig.__dataclass_fields__
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    given["sequential"] = not args.one_pass
+    if args.data_dir is not None:
+        given["data_dir"] = str(pathlib.Path(args.data_dir).expanduser().absolute())
+    config = oneshot.OneshotConfig(**given)
+    oneshot.validate(config)
+    out = pathlib.Path(args.out) if args.out else oneshot.default_out(config)
+    oneshot.run(config, out, overwrite=args.overwrite, progress=not args.no_progress)
+    print()
+    print(oneshot.format_run(out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Learn sparse subnetworks and run them: "
                      "sparseprune's experiment runner.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {sp.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,report,compare,info}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,oneshot,report,compare,info}")
     _train_parser(sub)
+    _oneshot_parser(sub)
     p = sub.add_parser("report", help="print a run's results", description="Print a run's "
                        "configuration, final test accuracy, density in weights and FLOPs, and "
                        "per-layer table.")
@@ -269,9 +334,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "oneshot":
+            return _oneshot(args)
         if args.command == "report":
-            from . import report
-            print(report(pathlib.Path(args.directory)))
+            from . import oneshot, report
+            directory = pathlib.Path(args.directory)
+            print(oneshot.format_run(directory) if oneshot.is_oneshot_run(directory)
+                  else report(directory))
             return 0
         if args.command == "compare":
             from . import compare
