@@ -193,13 +193,14 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
         if not bar.disable:
-            # Every step, without redrawing: tqdm draws at most every mininterval with the
-            # latest figures. The density (a pass over every mask) is refreshed as often as that.
+            # Every step, drawn at once only on the first: tqdm redraws at most every
+            # mininterval, with the latest figures. The density (a pass over every mask) is
+            # recomputed as often as that.
             now = time.perf_counter()
             if now - density_at >= bar.mininterval or step + 1 == total:
                 density, density_at = current_density(s.model), now
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
-                            density=f"{density:.4f}", refresh=False)
+                            density=f"{density:.4f}", refresh=step == 0)
     bar.close()
     s.state.step_seconds += times
     return {"train_loss": total_loss / seen, "train_acc": correct / seen,
