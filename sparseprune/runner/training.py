@@ -335,8 +335,9 @@ def _replan_cosine(s: Session) -> Optional[str]:
             or sched.T_max == s.config.epochs:
         return None
     old, sched.T_max, t = sched.T_max, s.config.epochs, sched.last_epoch
+    cosine = (1 + math.cos(math.pi * t / sched.T_max)) / 2  # the closed form at epoch t
     for group, base in zip(s.optimizer.param_groups, sched.base_lrs):
-        group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * t / sched.T_max)) / 2
+        group["lr"] = sched.eta_min + (base - sched.eta_min) * cosine
     sched._last_lr = [group["lr"] for group in s.optimizer.param_groups]
     return f"cosine learning-rate schedule re-planned over {sched.T_max} epochs (was {old})"
 
