@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import sparseprune as sp
+from sparseprune.pruning.scores import SCORERS
 from sparseprune.runner import data as D
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -102,11 +103,12 @@ def user(monkeypatch):
     monkeypatch.setattr(D, "load_idx_dataset", lambda *a, **k: _splits(1024))
     real_pai = sp.prune_at_init
 
-    def quick_pai(*args, iterations=None, **kwargs):
+    def quick_pai(model, method, *args, iterations=None, **kwargs):
+        if SCORERS[method].iterative:
+            iterations = min(iterations or MAX_ITERATIONS, MAX_ITERATIONS)
         scoring.append(True)
         try:
-            return real_pai(*args, iterations=min(iterations or MAX_ITERATIONS, MAX_ITERATIONS),
-                            **kwargs)
+            return real_pai(model, method, *args, iterations=iterations, **kwargs)
         finally:
             scoring.pop()
 
