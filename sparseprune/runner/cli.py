@@ -26,7 +26,6 @@ PROG = "sparseprune"
 TRAIN_FLAGS = ("method", "model", "dataset", "opt", "batch_size", "steps_per_epoch", "lr", "group_lr", "density",
                "density_scope", "budget_strength", "seed", "out", "val_fraction", "augment", "select", "init",
                "data_dir", "download", "threads", "overwrite")
-RESUMABLE = ("epochs", "patience", "max_minutes")
 
 
 class _Parser(argparse.ArgumentParser):
