@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 
 from .config import ConfigError, RunConfig, parse_pairs
 from .finish import finish
-from .metrics import compare_table, describe, format_run, load_runs, pareto_front
+from .metrics import compare_table, describe, format_run, load_runs, pareto_front, read_final
 from .training import Log, RunError, echo, resume, start
 
 __all__ = ["ConfigError", "RunConfig", "RunError", "parse_pairs", "train", "resume_run",
@@ -33,16 +33,21 @@ def train(config: RunConfig, out: Optional[pathlib.Path] = None, *, overwrite: b
     """Train a new run and finish it; returns final.json's content."""
     session = start(config, out or default_out(config), overwrite=overwrite, progress=progress,
                     log=log)
-    return finish(session, log=log)
+    return finish(session, log=log, progress=progress)
 
 
 def resume_run(directory: pathlib.Path, *, epochs: Optional[int] = None,
                patience: Optional[int] = None, max_minutes: Optional[float] = None,
                progress: Optional[bool] = None, log: Log = echo) -> dict:
-    """Continue a run from its checkpoint and finish it; returns final.json's content."""
+    """Continue a run from its checkpoint and finish it; returns final.json's content.
+
+    ``epochs`` is the run's total (as for :func:`train`), not epochs to add; a finished run with
+    nothing left to train is not finished again (its final.json is returned as it is)."""
     session = resume(directory, epochs=epochs, patience=patience, max_minutes=max_minutes,
                      progress=progress, log=log)
-    return finish(session, log=log)
+    if not session.pending:
+        return read_final(pathlib.Path(directory))
+    return finish(session, log=log, progress=progress)
 
 
 def report(directory: pathlib.Path) -> str:

@@ -36,6 +36,8 @@ class TrainState:
     wall_seconds: float = 0.0           # all sessions up to this checkpoint
     stop_reason: str = ""
     hooks: dict = field(default_factory=dict)  # the training hooks' state (runner/hooks.py)
+    # settings --resume changed: {"after_epoch": E, "changed": {name: [old, new]}}, in order
+    resumes: list[dict] = field(default_factory=list)
 
 
 _SIMPLE = (type(None), bool, int, float, str, torch.Tensor)
@@ -105,6 +107,11 @@ def _read(path: pathlib.Path) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a sparseprune checkpoint of format {FORMAT}")
     return payload
+
+
+def read_state(directory: pathlib.Path) -> TrainState:
+    """The training bookkeeping of ``directory/checkpoint.pt`` alone (nothing is restored)."""
+    return TrainState(**_read(pathlib.Path(directory) / CHECKPOINT)["state"])
 
 
 def load(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -2,7 +2,7 @@
 in the rest of :mod:`sparseprune.runner`.
 
     sparseprune train --method M --model NAME --dataset NAME [options]   train a subnetwork
-    sparseprune train --resume DIR [--epochs N]                          continue a run exactly
+    sparseprune train --resume DIR [--epochs TOTAL]                      continue a run exactly
     sparseprune oneshot --method M --model NAME (--density D | --pattern N:M) [options]
                                                                          prune a pretrained model
     sparseprune report DIR                                               a run's table
@@ -28,7 +28,6 @@ PROG = "sparseprune"
 TRAIN_FLAGS = ("method", "model", "dataset", "opt", "batch_size", "steps_per_epoch", "lr", "group_lr", "density",
                "density_scope", "budget_strength", "seed", "out", "val_fraction", "augment", "select", "init",
                "data_dir", "download", "threads", "overwrite")
-RESUMABLE = ("epochs", "patience", "max_minutes")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,7 +117,8 @@ def _train_parser(sub) -> None:
                    help="weight of the budget loss toward --density (default 1; 0: none, the "
                         "final top-k alone imposes the density)")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_int, help="epochs (default 10)")
+    g.add_argument("--epochs", type=_int, help="epochs (default 10); with --resume the run's new "
+                   "total, not epochs to add")
     g.add_argument("--batch-size", type=_int, help="batch size (default 256)")
     g.add_argument("--steps-per-epoch", type=_int, metavar="N",
                    help="end each epoch after N batches of its own shuffled order (default: a "
@@ -152,7 +152,8 @@ def _train_parser(sub) -> None:
                    help="replace a run already in --out")
     g.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR from its last checkpoint (only --epochs, "
-                        "--patience, --max-minutes may change)")
+                        "--patience, --max-minutes may change: a change is printed, written to "
+                        "config.json and recorded in final.json)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     _method_option_flags(p, {a.dest for a in p._actions})
 

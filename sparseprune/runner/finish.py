@@ -10,6 +10,8 @@ import math
 import pathlib
 import platform
 import time
+from typing import Optional
+
 import torch
 
 import sparseprune as sp
@@ -22,8 +24,9 @@ from .training import Log, Session, echo, evaluate
 SUBNETWORK = "subnetwork.safetensors"
 
 
-def finish(s: Session, *, log: Log = echo) -> dict:
-    """Evaluate the final subnetwork and write every result file; returns final.json's content."""
+def finish(s: Session, *, log: Log = echo, progress: Optional[bool] = None) -> dict:
+    """Evaluate the final subnetwork and write every result file; returns final.json's content.
+    ``progress``: bars over the test passes (None: only on a terminal)."""
     c, st, d = s.config, s.state, s.directory
     began = time.perf_counter()
     has_val = len(s.splits.val) > 0
@@ -33,9 +36,11 @@ def finish(s: Session, *, log: Log = echo) -> dict:
     density = methods.imposed_density(c)
     masks = sp.final_masks(s.model, density=density, scope=c.density_scope)
     report = sp.sparsity_report(s.model, masks, input_shape=s.splits.input_shape)
-    masked_acc, _ = evaluate(s.model, s.splits.test)
+    masked_acc, _ = evaluate(s.model, s.splits.test, progress=progress,
+                             desc="test (masked model)")
     subnetwork = sp.finalize(copy.deepcopy(s.model), density=density, scope=c.density_scope)
-    test_acc, test_loss = evaluate(subnetwork, s.splits.test)
+    test_acc, test_loss = evaluate(subnetwork, s.splits.test, progress=progress,
+                                   desc="test (final subnetwork)")
     sp.save(subnetwork, d / SUBNETWORK)  # safetensors, no pickle: sp.load(path) or sp.load(path, model)
 
     layers = sp.masked_layers(s.model)
@@ -54,6 +59,7 @@ def finish(s: Session, *, log: Log = echo) -> dict:
         "dataset": c.dataset, "seed": c.seed,
         "epochs_run": st.epoch, "epochs_configured": methods.total_epochs(c), "selected_epoch": selected,
         "stop_reason": st.stop_reason,
+        "resumes": st.resumes,  # settings --resume changed, after which epoch
         "test_acc": test_acc, "test_loss": test_loss,
         "masked_model_test_acc": masked_acc,  # eval mode before finalize: should equal test_acc
         "best_val_acc": st.best_val if has_val and math.isfinite(st.best_val) else None,

@@ -126,6 +126,9 @@ def format_run(directory: pathlib.Path) -> str:
     lines += [
         f"epochs run: {final['epochs_run']} (selected epoch {final['selected_epoch']}"
         f"{', ' + final['stop_reason'] if final['stop_reason'] else ''})",
+        *[f"resumed after epoch {r['after_epoch']} with "
+          + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in r["changed"].items())
+          for r in final.get("resumes", [])],
         f"test accuracy of the final subnetwork: {_pct(final['test_acc'], ' %')}"
         f"   (best val acc {_pct(final['best_val_acc'], ' %')})",
         f"density: {sp_['density']:.4f} of weights ({sp_['kept']:,} of {sp_['total']:,}), "

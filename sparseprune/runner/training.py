@@ -67,6 +67,7 @@ class Session:
     augment: Optional[Augment]
     state: ckpt.TrainState
     hooks: TrainingHooks
+    pending: bool = True  # False: resume found a finished run and nothing to do
 
     @property
     def total_epochs(self) -> int:
@@ -127,15 +128,25 @@ def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True) 
                    _augment(config, splits), ckpt.TrainState(), hooks)
 
 
+def _bar(iterable, *, total: int, desc: str, progress: Optional[bool], **kwargs) -> tqdm:
+    """A transient tqdm bar (cleared when done); ``progress`` None: only on a terminal."""
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5,
+                disable=(not progress) if progress is not None else None, **kwargs)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: torch.utils.data.TensorDataset) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) in eval mode; (nan, nan) for an empty set."""
+def evaluate(model: nn.Module, dataset: torch.utils.data.TensorDataset, *,
+             progress: Optional[bool] = False, desc: str = "eval") -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode; (nan, nan) for an empty set. With
+    ``progress`` a bar over the batches (shown once the pass has taken 0.5 s, so quick passes do
+    not flicker)."""
     if len(dataset) == 0:
         return math.nan, math.nan
     was_training = model.training
     model.eval()
     correct, loss = 0, 0.0
-    for x, y in D.loader(dataset, EVAL_BATCH, shuffle=False):
+    batches = D.loader(dataset, EVAL_BATCH, shuffle=False)
+    for x, y in _bar(batches, total=len(batches), desc=desc, progress=progress, delay=0.5):
         logits = model(x)
         correct += int((logits.argmax(1) == y).sum())
         loss += F.cross_entropy(logits, y, reduction="sum").item()
@@ -158,9 +169,9 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
         total = min(total, s.config.steps_per_epoch)
     aug_gen = torch.Generator().manual_seed(seed + 500_009)
     total_loss, correct, seen, times = 0.0, 0, 0, []
-    bar = tqdm(itertools.islice(batches, total), total=total,
-               desc=f"epoch {epoch}/{s.total_epochs}", leave=False, dynamic_ncols=True,
-               mininterval=0.5, disable=(not progress) if progress is not None else None)
+    bar = _bar(itertools.islice(batches, total), total=total,
+               desc=f"epoch {epoch}/{s.total_epochs}", progress=progress)
+    density, density_at = None, -math.inf
     for step, (x, y) in enumerate(bar):
         if s.augment is not None:
             x = s.augment(x, aug_gen)
@@ -181,9 +192,15 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
         total_loss += value * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
-        if step % 20 == 0 and not bar.disable:
+        if not bar.disable:
+            # Every step, drawn at once only on the first: tqdm redraws at most every
+            # mininterval, with the latest figures. The density (a pass over every mask) is
+            # recomputed as often as that.
+            now = time.perf_counter()
+            if now - density_at >= bar.mininterval or step + 1 == total:
+                density, density_at = current_density(s.model), now
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
-                            density=f"{current_density(s.model):.4f}")
+                            density=f"{density:.4f}", refresh=step == 0)
     bar.close()
     s.state.step_seconds += times
     return {"train_loss": total_loss / seen, "train_acc": correct / seen,
@@ -198,9 +215,11 @@ def _temperature(model: nn.Module) -> Optional[float]:
     return None
 
 
-def epoch_row(s: Session, epoch: int, train: dict, seconds: float) -> dict:
+def epoch_row(s: Session, epoch: int, train: dict, seconds: float,
+              progress: Optional[bool] = False) -> dict:
     """The metrics.csv row of an epoch that just ended."""
-    val_acc, val_loss = evaluate(s.model, s.splits.val)
+    val_acc, val_loss = evaluate(s.model, s.splits.val, progress=progress,
+                                 desc=f"epoch {epoch}/{s.total_epochs} validation")
     report = sp.sparsity_report(s.model, input_shape=s.splits.input_shape)
     row = {"epoch": epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
            "val_loss": None if math.isnan(val_loss) else val_loss,
@@ -247,7 +266,7 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
         train = train_epoch(s, epoch, progress)
         seconds = time.perf_counter() - start
         spent.append(seconds)
-        row = epoch_row(s, epoch, train, seconds)
+        row = epoch_row(s, epoch, train, seconds, progress)
         st.history.append(row)
         st.epoch = epoch
         improved = has_val and row["val_acc"] > st.best_val
@@ -304,33 +323,108 @@ def start(config: RunConfig, directory: pathlib.Path, *, overwrite: bool = False
     return s
 
 
+RESUMABLE = ("epochs", "patience", "max_minutes")  # what --resume may change
+
+
+def _replan_cosine(s: Session) -> Optional[str]:
+    """After ``--epochs`` changed the run's total: a cosine schedule continues on the curve of the
+    new total (the learning rate an uninterrupted run of that length would use from here on),
+    instead of the old curve's end (lr ~ 0, then rising again). Returns a line for the log."""
+    sched = s.scheduler
+    if not isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) \
+            or sched.T_max == s.config.epochs:
+        return None
+    old, sched.T_max, t = sched.T_max, s.config.epochs, sched.last_epoch
+    cosine = (1 + math.cos(math.pi * t / sched.T_max)) / 2  # the closed form at epoch t
+    for group, base in zip(s.optimizer.param_groups, sched.base_lrs):
+        group["lr"] = sched.eta_min + (base - sched.eta_min) * cosine
+    sched._last_lr = [group["lr"] for group in s.optimizer.param_groups]
+    return f"cosine learning-rate schedule re-planned over {sched.T_max} epochs (was {old})"
+
+
+def _check_resume(directory: pathlib.Path, saved: RunConfig, config: RunConfig, done: int,
+                  epochs: Optional[int]) -> None:
+    """``--epochs`` on resume is the run's total (as in ``train``), never epochs to add: a total
+    below what the run already trained is an error, and so is a change of the epochs per round
+    of a method that prunes in rounds once it started (its rounds would shift)."""
+    if epochs is None or epochs == saved.epochs:
+        return
+    rounds = methods.rounds(config)
+    if rounds and done:
+        raise ConfigError(f"--epochs {epochs}: --method {config.method} trains {rounds + 1} "
+                          f"pruning rounds of --epochs epochs each; {directory} trained {done} "
+                          f"epochs at {saved.epochs} per round, and its rounds cannot change "
+                          "once started (start a new run)")
+    total = methods.total_epochs(config)
+    if total < done:
+        raise ConfigError(f"--epochs {epochs}: {directory} already trained {done} epochs; "
+                          "--epochs is the run's total, not epochs to add (to train "
+                          f"{epochs} more: --epochs {done + epochs})")
+
+
 def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
            patience: Optional[int] = None, max_minutes: Optional[float] = None,
            progress: Optional[bool] = None, log: Log = echo) -> Session:
-    """Continue the run in ``directory`` from its checkpoint (optionally with more epochs, another
-    patience or time budget) exactly where it stopped."""
+    """Continue the run in ``directory`` from its checkpoint exactly where it stopped.
+
+    ``epochs`` is the run's new total (the same meaning as in :func:`start`: per pruning round for
+    methods that prune in rounds), not a number of epochs to add; below the epochs already trained
+    it raises ConfigError. ``patience`` and ``max_minutes`` replace the run's. A change is logged,
+    written to ``config.json`` and recorded in the training state (``final.json``'s ``resumes``);
+    without one ``config.json`` is left alone. ``session.pending`` is False when there is nothing
+    left to train and the run was already finished (``final.json`` exists)."""
     directory = pathlib.Path(directory)
     if not directory.is_dir():
         raise ConfigError(f"--resume {directory}: no such directory")
+    saved = RunConfig.load(directory)
     config = RunConfig.load(directory)
     for name, value in (("epochs", epochs), ("patience", patience), ("max_minutes", max_minutes)):
         if value is not None:
             setattr(config, name, value)
     validate(config)
+    has_checkpoint = (directory / ckpt.CHECKPOINT).is_file()
+    try:
+        done = ckpt.read_state(directory).epoch if has_checkpoint else 0
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"--resume {directory}: {one_line(exc)}") from exc
+    _check_resume(directory, saved, config, done, epochs)
     setup = time.perf_counter()
     s = build(config, directory, progress=bool(progress) if progress is not None else True)
-    if (directory / ckpt.CHECKPOINT).is_file():
+    if has_checkpoint:
         try:
             s.state = ckpt.load(directory, s.model, s.optimizer, s.scheduler)
             s.hooks.load_state_dict(s.state.hooks)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ConfigError(f"--resume {directory}: {one_line(exc)}") from exc
-    if s.state.stop_reason.startswith("time budget") or patience is not None \
-            or (epochs is not None and s.total_epochs > s.state.epoch):
-        s.state.stop_reason = ""  # a new session has its own budget; more epochs continue a run
-    s.state.wall_seconds += time.perf_counter() - setup
-    config.save(directory)
-    log(f"resuming {directory} after epoch {s.state.epoch} of {s.total_epochs}")
-    if not s.state.stop_reason:
+    st, total = s.state, s.total_epochs
+    changed = {name: [getattr(saved, name), getattr(config, name)] for name in RESUMABLE
+               if getattr(saved, name) != getattr(config, name)}
+    if st.stop_reason.startswith("time budget") or patience is not None \
+            or ("epochs" in changed and total > st.epoch):
+        st.stop_reason = ""  # a new session has its own budget; more epochs continue a run
+    st.wall_seconds += time.perf_counter() - setup
+    if changed:
+        what = ", ".join(f"{name} {a} -> {b}" for name, (a, b) in changed.items())
+        st.resumes.append({"after_epoch": st.epoch, "changed": changed})
+        lines = [f"{directory}/config.json: {what} (recorded in final.json 'resumes')"]
+        if "epochs" in changed and (line := _replan_cosine(s)):
+            lines.append(line)
+        if has_checkpoint:  # the record survives an interruption before the next epoch ends
+            ckpt.save(directory, s.model, s.optimizer, s.scheduler, st)
+        config.save(directory)
+        for line in lines:
+            log(line)
+    to_train = total - st.epoch if not st.stop_reason else 0
+    if to_train:
+        log(f"resuming {directory} after epoch {st.epoch} of {total}")
         fit(s, progress=progress, log=log)
+        return s
+    why = f" ({st.stop_reason})" if st.stop_reason else ""
+    if not changed and (directory / "final.json").is_file():
+        s.pending = False
+        log(f"nothing to do: {directory} already trained {st.epoch} of {total} epochs{why}; "
+            f"to train more, pass a total above {st.epoch} with --epochs")
+    else:
+        log(f"nothing left to train in {directory} ({st.epoch} of {total} epochs{why}); "
+            "finishing it")
     return s
