@@ -1,22 +1,62 @@
-"""Budget losses: drive a model's learned density to a target.
+"""Budgets: drive a model's learned density to a target.
 
-:class:`BudgetLoss` is Dupont et al.'s budget term ``((C - C_target) / C_initial)^2`` (ICIP 2021;
-docs/METHODS.md 4.2) generalised to every method with a learned density: C is the sum over the
-masked layers of their methods' differentiable expected kept count (``budget_mass``):
+Two forms, for every method whose density is learned (``density_role == "learned"``: aslp,
+supermask, reparam, hard_concrete):
 
-- ``"reparam"``: the sum of ``h_t(w)`` (computed by the same fused pass as ``w_hat``);
-- ``"aslp"``, ``"supermask"``: the expected number of kept weights, ``sum(sigmoid(scores))``;
-- ``"hard_concrete"``: ``sum_j P(z_j != 0)`` times the weights each gate covers;
+- :class:`Budget` (the default of the CLI's ``--density``): a constraint that holds during
+  training, so that the network trained is the one :func:`sparseprune.finalize` keeps;
+- :class:`BudgetLoss`: Dupont et al.'s fixed-weight penalty ``strength * ((C - C_target) /
+  C_initial)^2`` (ICIP 2021; docs/METHODS.md 4.2), C the layers' differentiable expected kept
+  count (``budget_mass``). It steers the *expected* density only, and how close it gets depends on
+  ``strength`` against the task's gradients, the optimizer and the learning rate: the density
+  under each method's own final rule then misses the target (docs/results.md: ASLP 0.067,
+  reparam 0.142, hard-concrete 0.418 at a target of 0.1), and ``finalize(density=...)`` keeps
+  weights the network never trained with or drops some it used.
 
-``C_target = density * N`` with N the number of maskable weights, and ``C_initial`` the value of C
-when the loss is built (before the first step), a constant. Total loss: ``task + budget()`` (the
-loss's ``strength`` is the paper's lambda, default 1); call it after the model's forward and before
-the backward of the step, then finalize with :func:`sparseprune.finalize` (``density=...`` keeps
-exactly ``round(density * N)`` weights) and compare with :func:`final_densities`.
+Design of :class:`Budget` (issue 16):
+
+1. *What is constrained: the own rule.* C is the number of weights each method's own final rule
+   keeps (``MaskMethod.rule_mass``: ``final_mask(layer).sum()`` as the value, the gradient of the
+   expected mass ``budget_mass``, straight-through), so the density held is the one that
+   ``finalize`` without a density keeps, not an expectation that can sit at the target while
+   the rule keeps 2 % (all scores at ``logit(0.1)``).
+2. *How: a Lagrange multiplier, updated by dual ascent,* for the equality ``C = d_t * N``
+   (global scope; per layer ``C_l = d_t * N_l`` with ``scope="local"``, one multiplier each), and
+   one non-negative multiplier per layer for the inequality ``C_l >= min_layer_density * N_l``.
+   The term is ``(lambda + dual_gain * v) * v`` with ``v = (C / N - d_t) / d_t`` the relative
+   violation, and after each training call ``lambda += dual_lr * v``: a proportional-integral
+   controller. The integral finds whatever price the task needs (no strength to tune: the
+   multiplier ends where the constraint holds); the proportional part answers at once, which
+   matters with Adam, whose steps hardly depend on the size of a dominant gradient, and damps
+   the overshoot an integral alone gives against a plant that reacts late (momentum; gates that
+   start far from their threshold). Violations are relative, so 10 % off is the same signal at
+   a target of 0.1 as at 0.02; local terms are weighted by ``N_l / N``, so a multiplier is a
+   price per weight whatever the layer's size.
+3. *When: a density schedule.* With ``total_steps``, the target ``d_t`` follows Zhu & Gupta's
+   cubic ramp ("To prune, or not to prune", 2017) from the initial expected density ``d_0`` to ``density`` over the
+   first ``warmup`` share of the steps, ``d_t = density + (d_0 - density) (1 - t / T_w)^3``, and
+   stays there. The constraint moves slowly enough to be tracked, and the last steps of the ramp
+   are the flattest.
+4. *Commit.* Stochastic masks (aslp, supermask, hard_concrete) and the reparametrisation's soft h
+   train a network that differs from the deterministic one kept: after the ramp, a second
+   multiplier constrains ``MaskMethod.disagreement`` (the expected number of weights whose
+   training-time mask differs from the exact top-k at the target, ``finalize(density=...)``'s
+   mask) to an allowance that falls cubically from its value at the end of the ramp to 0 at the
+   last step, one multiplier per layer. A multiplier grows while its layer's disagreement is
+   above the allowance, pushing kept
+   weights' keep probability to 1 and the others' to 0: the own rule converges to the top-k
+   (the decisions the top-k changes go to 0), the expected density to the rule's, and the
+   sampled masks to the deterministic one. Without ``total_steps`` there is no schedule (the
+   target applies from the first step) and no commit phase.
+
+The budget counts its own calls in training mode (``budget.training`` and gradients enabled): one
+per optimizer step. Its state (multipliers, step, initial density, schedule length) is in its
+``state_dict``, so a checkpoint resumes it exactly.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -24,22 +64,255 @@ from torch import Tensor, nn
 
 from .. import _validate, methods
 from ..convert import final_masks, masked_layers
+from ..methods import MaskMethod
 from ..methods.hard_concrete import HardConcrete, prob_and_group_norms
+from ..select import keep_counts, select_top
 
-__all__ = ["BudgetLoss", "final_densities", "l0_penalty"]
+__all__ = ["Budget", "BudgetLoss", "final_densities", "l0_penalty", "cubic_schedule"]
 
 
-def _budget_layers(model: nn.Module) -> list:
+def _budget_layers(model: nn.Module, who: str = "BudgetLoss") -> list:
     layers = masked_layers(model)
     if not layers:
-        raise ValueError("BudgetLoss: the model has no masked layers; call sparseprune.convert first")
+        raise ValueError(f"{who}: the model has no masked layers; call sparseprune.convert first")
     for name, layer in layers:
         if layer.method.density_role != "learned":
             learned = [m for m in methods.available() if methods.get(m).density_role == "learned"]
-            raise TypeError(f"BudgetLoss: layer {name!r} uses method {layer.method.name!r}, whose "
-                            f"density is not learned; budget losses apply to layers of "
+            raise TypeError(f"{who}: layer {name!r} uses method {layer.method.name!r}, whose "
+                            f"density is not learned; budgets apply to layers of "
                             f"{', '.join(learned)}")
     return layers
+
+
+def cubic_schedule(initial: float, final: float, progress: float) -> float:
+    """Zhu & Gupta's cubic ramp: ``final + (initial - final) * (1 - progress)^3`` for progress
+    in [0, 1] (clipped), exactly ``final`` from progress 1 on."""
+    p = min(max(float(progress), 0.0), 1.0)
+    if p >= 1.0:
+        return float(final)
+    return float(final) + (float(initial) - float(final)) * (1.0 - p) ** 3
+
+
+class Budget(nn.Module):
+    """A budget that holds during training: the number of weights each method's own final rule
+    keeps is constrained to ``density * N`` with Lagrange multipliers, along a cubic schedule,
+    and the masks then commit to the exact top-k (design: this module's docstring).
+
+    Call it once per optimizer step and add what it returns to the loss::
+
+        budget = sp.budget.Budget(model, 0.1, total_steps=epochs * len(loader))
+        for x, y in loader:
+            opt.zero_grad()
+            (F.cross_entropy(model(x), y) + budget()).backward()
+            opt.step()
+        sp.finalize(model)          # the own rule now keeps ~10 %; or density=0.1 for exactly
+
+    Args:
+        model: a model with masked layers whose methods learn their density.
+        density: the target fraction of weights kept, in (0, 1].
+        scope: ``"global"``: one constraint over all layers together; ``"local"``: one per
+            layer, each keeping ``density`` of its own weights.
+        min_layer_density: a per-layer floor in [0, 1]: ``C_l >= min_layer_density * N_l`` with
+            a multiplier >= 0 per layer (global scope), ``max(density, min_layer_density)`` per
+            layer (local scope); the commit target keeps ``ceil(min_layer_density * N_l)`` in
+            every layer.
+        total_steps: the number of training calls (optimizer steps) of the run; enables the
+            schedule and the commit phase. None: the target applies from the first step, no
+            commit.
+        warmup: the share of ``total_steps`` over which the target ramps from the initial
+            expected density to ``density`` (cubic); the commit phase is the rest.
+        commit: run the commit phase (needs ``total_steps`` and ``warmup < 1``).
+        dual_lr: the dual ascent step (integral gain) of every multiplier.
+        dual_gain: the proportional gain of every multiplier.
+
+    The multipliers and the step counter change only in training mode with gradients enabled
+    (``budget.eval()`` or ``torch.no_grad()`` to evaluate it without a step).
+    """
+
+    def __init__(self, model: nn.Module, density: float, *, scope: str = "global",
+                 min_layer_density: float = 0.0, total_steps: Optional[int] = None,
+                 warmup: float = 0.5, commit: bool = True, dual_lr: float = 0.002,
+                 dual_gain: float = 20.0):
+        super().__init__()
+        self.density = _validate.density(density)
+        self.scope = _validate.scope(scope)
+        self.min_layer_density = _validate.number_in("min_layer_density", min_layer_density,
+                                                     0.0, 1.0)
+        total_steps, self.warmup, self.dual_lr, self.dual_gain = _validate.budget(
+            total_steps, warmup, dual_lr, dual_gain)
+        self.commit = bool(commit)
+        self._layers = _budget_layers(model, "Budget")
+        plain = sorted({layer.method.name for _, layer in self._layers
+                        if type(layer.method).disagreement is MaskMethod.disagreement})
+        if self.commit and plain:
+            warnings.warn(f"Budget: method(s) {', '.join(plain)} define no disagreement(); the "
+                          "budget runs without a commit phase", stacklevel=2)
+            self.commit = False
+        self.names = [name for name, _ in self._layers]
+        numels = [layer.weight.numel() for _, layer in self._layers]
+        if self.scope == "global":
+            keep_counts(numels, self.density, "global", self.min_layer_density)  # floors fit
+        n = len(numels)
+        self.register_buffer("numels", torch.tensor(numels, dtype=torch.float64),
+                             persistent=False)
+        self.register_buffer("total_steps", torch.tensor(total_steps or 0, dtype=torch.long))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("initial", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("dual", torch.zeros(n if self.scope == "local" else 1,
+                                                 dtype=torch.float64))
+        self.register_buffer("floor_dual", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("commit_dual", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("commit_start", torch.full((n,), -1.0, dtype=torch.float64))
+        self.last: dict = {}  # the last training call's violations, for logs
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Start again from the current parameters: the schedule's initial density (each layer's
+        expected density now), step 0, multipliers 0."""
+        masses = torch.stack([layer.method.budget_mass(layer).detach().double().cpu()
+                              for _, layer in self._layers])
+        self.initial.copy_(masses / self.numels.cpu())
+        for buf in (self.step, self.dual, self.floor_dual, self.commit_dual):
+            buf.zero_()
+        self.commit_start.fill_(-1.0)
+
+    # ------------------------------------------------------------------------- schedule
+    def progress(self) -> Optional[float]:
+        """``step / total_steps`` in [0, 1], or None without a schedule."""
+        total = int(self.total_steps)
+        return min(int(self.step) / total, 1.0) if total else None
+
+    def _ramp(self) -> float:
+        p = self.progress()
+        if p is None or self.warmup == 0:
+            return 1.0
+        return min(p / self.warmup, 1.0)
+
+    def targets(self) -> Tensor:
+        """The scheduled density now, per layer (float64)."""
+        r = self._ramp()
+        if self.scope == "global":
+            d0 = float((self.initial * self.numels.cpu()).sum() / self.numels.sum())
+            d = torch.full_like(self.initial, cubic_schedule(d0, self.density, r))
+        else:
+            d = torch.tensor([cubic_schedule(float(i), self.density, r)
+                              for i in self.initial.tolist()], dtype=torch.float64)
+            d = d.clamp(min=self.min_layer_density)
+        return d
+
+    def target(self) -> float:
+        """The scheduled density now (of all the layers' weights together)."""
+        d = self.targets()
+        return float((d * self.numels.cpu()).sum() / self.numels.sum())
+
+    def settled(self) -> bool:
+        """True once the schedule has reached ``density`` (always, without a schedule)."""
+        return self._ramp() >= 1.0
+
+    def commit_progress(self) -> Optional[float]:
+        """Progress through the commit phase in [0, 1]; None before it, or without one."""
+        p = self.progress()
+        if p is None or not self.commit or self.warmup >= 1.0 or p < self.warmup:
+            return None
+        return min((p - self.warmup) / (1.0 - self.warmup), 1.0)
+
+    # ----------------------------------------------------------------------------- terms
+    def masses(self) -> list[Tensor]:
+        """Each layer's kept count under its own final rule (straight-through, differentiable)."""
+        return [layer.method.rule_mass(layer) for _, layer in self._layers]
+
+    @torch.no_grad()
+    def commit_masks(self) -> list[Tensor]:
+        """The masks the commit phase drives the training-time masks to: exactly
+        ``round(d_t * N)`` weights by the methods' ranking scores (``finalize(density=...)``'s
+        rule), with ``scope`` and ``min_layer_density``."""
+        scores = [layer.method.ranking_scores(layer) for _, layer in self._layers]
+        return select_top(scores, self.target() if self.scope == "global" else self.density,
+                          scope=self.scope, min_layer_density=self.min_layer_density)
+
+    def disagreements(self) -> Tensor:
+        """Per layer, the expected share of its weights whose training-time mask differs from
+        :meth:`commit_masks` (differentiable)."""
+        keeps = self.commit_masks()
+        parts = torch.stack([layer.method.disagreement(layer, keep).double()
+                             for (_, layer), keep in zip(self._layers, keeps)])
+        return parts / self.numels.to(parts.device)
+
+    def disagreement(self) -> Tensor:
+        """The expected share of all the layers' weights whose training-time mask differs from
+        :meth:`commit_masks` (differentiable)."""
+        u = self.disagreements()
+        return (u * self.numels.to(u.device)).sum() / self.numels.sum()
+
+    def forward(self) -> Tensor:
+        masses = self.masses()
+        dtype, device = masses[0].dtype, masses[0].device
+        c = torch.stack([m.double() for m in masses])
+        numels = self.numels.to(device)
+        share = numels / numels.sum()
+        d = self.targets().to(device)
+        if self.scope == "global":
+            v = ((c.sum() / numels.sum() - d[0]) / d[0]).reshape(1)
+            weights = torch.ones(1, dtype=torch.float64, device=device)
+        else:
+            v = (c / numels - d) / d
+            weights = share
+        dual = self.dual.to(device)
+        term = (weights * (dual + self.dual_gain * v.detach()) * v).sum()
+        floor = None
+        if self.scope == "global" and self.min_layer_density > 0:
+            floor = (self.min_layer_density * numels - c) / (self.min_layer_density * numels)
+            price = self.floor_dual.to(device) + self.dual_gain * floor.detach().clamp(min=0)
+            term = term + (share * price * floor).sum()
+        commit = None
+        r = self.commit_progress()
+        if r is not None:
+            # One multiplier per layer, so that no layer stays uncommitted behind the others.
+            u = self.disagreements().to(device)
+            if bool((self.commit_start < 0).any()):
+                self.commit_start.copy_(u.detach().to(self.commit_start.device))
+            allowed = self.commit_start.to(device) * (1.0 - r) ** 3
+            commit = (u - allowed) / self.density
+            price = self.commit_dual.to(device) + self.dual_gain * commit.detach().clamp(min=0)
+            term = term + (share * price * commit).sum()
+        if self.training and torch.is_grad_enabled():
+            self._dual_step(v.detach(), None if floor is None else floor.detach(),
+                            None if commit is None else commit.detach())
+        return term.to(dtype)
+
+    @torch.no_grad()
+    def _dual_step(self, v: Tensor, floor: Optional[Tensor], commit: Optional[Tensor]) -> None:
+        """Dual ascent: each multiplier moves by ``dual_lr`` times its relative violation
+        (inequalities' multipliers stay >= 0); then one step on."""
+        self.dual.add_(self.dual_lr * v.to(self.dual.device))
+        if floor is not None:
+            self.floor_dual.add_(self.dual_lr * floor.to(self.floor_dual.device)).clamp_(min=0)
+        if commit is not None:
+            self.commit_dual.add_(self.dual_lr * commit.to(self.commit_dual.device)).clamp_(min=0)
+        self.step.add_(1)
+        self.last = {"violation": v.tolist(),
+                     "commit": None if commit is None else commit.tolist()}
+
+    # ------------------------------------------------------------------------- reporting
+    @torch.no_grad()
+    def rule_density(self) -> float:
+        """The density the methods' own final rules keep now."""
+        return float(sum(layer.method.final_mask(layer).sum().item()
+                         for _, layer in self._layers) / self.numels.sum())
+
+    @torch.no_grad()
+    def expected_density(self) -> float:
+        """The expected density of the training-time masks now (C / N of ``budget_mass``)."""
+        return float(sum(layer.method.budget_mass(layer).double().cpu()
+                         for _, layer in self._layers) / self.numels.sum())
+
+    def extra_repr(self) -> str:
+        total = int(self.total_steps) or None
+        return (f"density={self.density}, scope={self.scope!r}, layers={len(self.names)}, "
+                f"min_layer_density={self.min_layer_density}, total_steps={total}, "
+                f"warmup={self.warmup}, commit={self.commit}, dual_lr={self.dual_lr}, "
+                f"dual_gain={self.dual_gain}")
 
 
 class BudgetLoss(nn.Module):
@@ -119,14 +392,19 @@ class BudgetLoss(nn.Module):
 
 @torch.no_grad()
 def final_densities(model: nn.Module, density: Optional[float] = None, *,
-                    scope: str = "global") -> dict:
+                    scope: str = "global", min_layer_density: float = 0.0) -> dict:
     """The final densities of the masked layers of ``model`` under both final rules:
 
     - ``"rule"``: each method's own final mask (reparam: ``h >= 0.5``; aslp/supermask:
-      ``scores >= 0``), what :func:`sparseprune.finalize` keeps without a density;
+      ``scores >= 0``; hard_concrete: ``z_hat > 0``), what :func:`sparseprune.finalize` keeps
+      without a density;
     - ``"exact"`` (with ``density``): the top-k rule of ``finalize(model, density=density,
-      scope=scope)``, which keeps exactly ``round(density * N)`` weights;
-    - ``"expected"``: C / N for methods with a learned density (else absent).
+      scope=scope, min_layer_density=min_layer_density)``, which keeps exactly
+      ``round(density * N)`` weights;
+    - ``"changed"`` (with ``density``): the share of the weights whose keep / prune decision
+      differs between the two (0: the exact top-k keeps what the own rule keeps);
+    - ``"expected"``: C / N for methods with a learned density (else absent): the expected
+      density of the training-time masks.
 
     Values are fractions of all masked weights; ``"target"`` repeats ``density``.
     """
@@ -135,10 +413,13 @@ def final_densities(model: nn.Module, density: Optional[float] = None, *,
         raise ValueError("final_densities: the model has no masked layers")
     total = sum(layer.weight.numel() for _, layer in layers)
     out: dict = {"target": density}
-    out["rule"] = sum(int(m.sum()) for m in final_masks(model).values()) / total
+    rule = final_masks(model)
+    out["rule"] = sum(int(m.sum()) for m in rule.values()) / total
     if density is not None:
-        masks = final_masks(model, density=density, scope=scope)
+        masks = final_masks(model, density=density, scope=scope,
+                            min_layer_density=min_layer_density)
         out["exact"] = sum(int(m.sum()) for m in masks.values()) / total
+        out["changed"] = sum(int((masks[name] != rule[name]).sum()) for name in rule) / total
     if all(layer.method.density_role == "learned" for _, layer in layers):
         out["expected"] = float(sum(layer.method.budget_mass(layer).double().cpu()
                                     for _, layer in layers)) / total
