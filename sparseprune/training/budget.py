@@ -16,37 +16,38 @@ supermask, reparam, hard_concrete):
 Design of :class:`Budget` (issue 16):
 
 1. *What is constrained: the own rule.* C is the number of weights each method's own final rule
-   keeps (``MaskMethod.rule_mass``: ``final_mask(layer).sum()`` as the value, the gradient of the
-   expected mass ``budget_mass``, straight-through), so the density held is the one that
-   ``finalize`` without a density keeps, not an expectation that can sit at the target while
-   the rule keeps 2 % (all scores at ``logit(0.1)``).
-2. *How: a Lagrange multiplier, updated by dual ascent,* for the equality ``C = d_t * N``
-   (global scope; per layer ``C_l = d_t * N_l`` with ``scope="local"``, one multiplier each), and
-   one non-negative multiplier per layer for the inequality ``C_l >= min_layer_density * N_l``.
-   The term is ``(lambda + dual_gain * v) * v`` with ``v = (C / N - d_t) / d_t`` the relative
-   violation, and after each training call ``lambda += dual_lr * v``: a proportional-integral
-   controller. The integral finds whatever price the task needs (no strength to tune: the
-   multiplier ends where the constraint holds); the proportional part answers at once, which
-   matters with Adam, whose steps hardly depend on the size of a dominant gradient, and damps
-   the overshoot an integral alone gives against a plant that reacts late (momentum; gates that
-   start far from their threshold). Violations are relative, so 10 % off is the same signal at
-   a target of 0.1 as at 0.02; local terms are weighted by ``N_l / N``, so a multiplier is a
-   price per weight whatever the layer's size.
+   keeps (``MaskMethod.rule_mass``: ``final_mask(layer).sum()`` as the value, the gradient of a
+   differentiable surrogate, straight-through: the expected mass ``budget_mass`` by default,
+   reparam a surrogate whose gradient still reaches weights far out of the pit). The density
+   held is the one ``finalize`` without a density keeps, not an expectation that can sit at the
+   target while the rule keeps 2 % (every score at ``logit(0.1)``).
+2. *How: Lagrange multipliers, updated by dual ascent,* for the equality ``C = d_t * N`` (global
+   scope; ``C_l = d_t * N_l`` per layer, one multiplier each, with ``scope="local"``) and, with
+   ``min_layer_density``, one non-negative multiplier per layer for ``C_l >= m * N_l``. The term
+   is ``(lambda + dual_gain * v) * v`` with ``v`` the relative violation, and after each training
+   call ``lambda += dual_lr * v``: a proportional-integral controller. The integral finds the
+   price the task needs (no strength to tune); the proportional part answers at once, which
+   matters with Adam (its steps hardly depend on the size of a dominant gradient) and damps the
+   overshoot an integral alone gives against a plant that reacts late (momentum; gates that
+   start far from their threshold). ``v = (C / N - d_t) / max(C / N, d_t)``: 10 % off is the same
+   signal at a target of 0.1 as at 0.02, and a density far above a small target (every weight
+   kept at the first step) gives at most 1, not a 50x shock. A local constraint is its layer's
+   own (its term is not weighted by the layer's size): a small layer whose weights the task holds
+   on to, like the output layer, gets the price it needs.
 3. *When: a density schedule.* With ``total_steps``, the target ``d_t`` follows Zhu & Gupta's
-   cubic ramp ("To prune, or not to prune", 2017) from the initial expected density ``d_0`` to ``density`` over the
-   first ``warmup`` share of the steps, ``d_t = density + (d_0 - density) (1 - t / T_w)^3``, and
-   stays there. The constraint moves slowly enough to be tracked, and the last steps of the ramp
-   are the flattest.
-4. *Commit.* Stochastic masks (aslp, supermask, hard_concrete) and the reparametrisation's soft h
-   train a network that differs from the deterministic one kept: after the ramp, a second
-   multiplier constrains ``MaskMethod.disagreement`` (the expected number of weights whose
-   training-time mask differs from the exact top-k at the target, ``finalize(density=...)``'s
-   mask) to an allowance that falls cubically from its value at the end of the ramp to 0 at the
-   last step, one multiplier per layer. A multiplier grows while its layer's disagreement is
-   above the allowance, pushing kept
-   weights' keep probability to 1 and the others' to 0: the own rule converges to the top-k
-   (the decisions the top-k changes go to 0), the expected density to the rule's, and the
-   sampled masks to the deterministic one. Without ``total_steps`` there is no schedule (the
+   cubic ramp ("To prune, or not to prune", 2017) from the initial expected density ``d_0`` to
+   ``density`` over the first ``warmup`` share of the steps (0.8 by default),
+   ``d_t = density + (d_0 - density) (1 - t / T_w)^3``, then stays there. The constraint moves
+   slowly enough to be tracked, and the ramp's last steps are its flattest.
+4. *Commit.* Stochastic masks (aslp, supermask, hard_concrete) and the reparametrisation's soft
+   h train a network that differs from the deterministic one kept. After the ramp, one more
+   multiplier per layer holds ``MaskMethod.disagreement`` (the expected share of its weights
+   whose training-time mask differs from the exact top-k at the target, the mask of
+   ``finalize(density=...)``) under an allowance that falls cubically from its value at the end
+   of the ramp to 0 at the last step. While a layer is above its allowance its multiplier grows,
+   pushing kept weights' keep probability to 1 and the others' to 0: the own rule converges to
+   the top-k (the decisions the top-k changes go to 0), the expected density to the rule's and
+   the sampled masks to the deterministic one. Without ``total_steps`` there is no schedule (the
    target applies from the first step) and no commit phase.
 
 The budget counts its own calls in training mode (``budget.training`` and gradients enabled): one
@@ -93,6 +94,14 @@ def cubic_schedule(initial: float, final: float, progress: float) -> float:
     return float(final) + (float(initial) - float(final)) * (1.0 - p) ** 3
 
 
+def _relative(density: Tensor, target: Tensor) -> Tensor:
+    """The relative violation ``(density - target) / max(density, target)``: the relative error
+    ``(density - target) / target`` near the target, bounded by 1 on both sides, so that a
+    density far above a small target (all weights kept at the first step, a target of 0.02)
+    does not send a 50x shock through the multiplier."""
+    return (density - target) / torch.maximum(density.detach(), target)
+
+
 class Budget(nn.Module):
     """A budget that holds during training: the number of weights each method's own final rule
     keeps is constrained to ``density * N`` with Lagrange multipliers, along a cubic schedule,
@@ -131,7 +140,7 @@ class Budget(nn.Module):
 
     def __init__(self, model: nn.Module, density: float, *, scope: str = "global",
                  min_layer_density: float = 0.0, total_steps: Optional[int] = None,
-                 warmup: float = 0.5, commit: bool = True, dual_lr: float = 0.002,
+                 warmup: float = 0.8, commit: bool = True, dual_lr: float = 0.002,
                  dual_gain: float = 20.0):
         super().__init__()
         self.density = _validate.density(density)
@@ -253,16 +262,16 @@ class Budget(nn.Module):
         share = numels / numels.sum()
         d = self.targets().to(device)
         if self.scope == "global":
-            v = ((c.sum() / numels.sum() - d[0]) / d[0]).reshape(1)
+            v = _relative(c.sum() / numels.sum(), d[0]).reshape(1)
             weights = torch.ones(1, dtype=torch.float64, device=device)
         else:
-            v = (c / numels - d) / d
-            weights = share
+            v = _relative(c / numels, d)  # each layer its own constraint, its own price
+            weights = torch.ones_like(share)
         dual = self.dual.to(device)
         term = (weights * (dual + self.dual_gain * v.detach()) * v).sum()
         floor = None
         if self.scope == "global" and self.min_layer_density > 0:
-            floor = (self.min_layer_density * numels - c) / (self.min_layer_density * numels)
+            floor = -_relative(c / numels, torch.full_like(c, self.min_layer_density))
             price = self.floor_dual.to(device) + self.dual_gain * floor.detach().clamp(min=0)
             term = term + (share * price * floor).sum()
         commit = None
@@ -275,7 +284,8 @@ class Budget(nn.Module):
             allowed = self.commit_start.to(device) * (1.0 - r) ** 3
             commit = (u - allowed) / self.density
             price = self.commit_dual.to(device) + self.dual_gain * commit.detach().clamp(min=0)
-            term = term + (share * price * commit).sum()
+            scale = share if self.scope == "global" else torch.ones_like(share)
+            term = term + (scale * price * commit).sum()
         if self.training and torch.is_grad_enabled():
             self._dual_step(v.detach(), None if floor is None else floor.detach(),
                             None if commit is None else commit.detach())

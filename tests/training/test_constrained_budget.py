@@ -89,7 +89,7 @@ def test_dual_ascent_and_the_term_it_returns():
             layer.scores.normal_(0.0, 2.0)
     budget = Budget(model, 0.25, dual_lr=0.1, dual_gain=3.0)
     c = rule_density(model)
-    v = (c - 0.25) / 0.25
+    v = (c - 0.25) / max(c, 0.25)  # relative to the larger: bounded by 1
     term = budget()
     assert term.item() == pytest.approx(3.0 * v * v, rel=1e-5)  # lambda = 0 before the step
     assert budget.dual.tolist() == [pytest.approx(0.1 * v)]
@@ -103,7 +103,7 @@ def test_dual_ascent_and_the_term_it_returns():
     layer = sp.masked_layers(model)[0][1]
     s = layer.scores.detach()
     price = 0.2 * v + 3.0 * v
-    want = price / (0.25 * sum(numels(model))) * torch.sigmoid(s) * (1 - torch.sigmoid(s))
+    want = price / (max(c, 0.25) * sum(numels(model))) * torch.sigmoid(s) * (1 - torch.sigmoid(s))
     torch.testing.assert_close(layer.scores.grad, want.float(), rtol=1e-4, atol=1e-9)
 
 
@@ -115,10 +115,10 @@ def test_local_multipliers_are_per_layer_prices_and_floors_stay_non_negative():
     local = Budget(model, 0.3, scope="local", dual_lr=0.5, dual_gain=0.0)
     dens = [float(m.float().mean()) for m in sp.final_masks(model).values()]
     local()
-    assert local.dual.tolist() == pytest.approx([0.5 * (d - 0.3) / 0.3 for d in dens])
+    assert local.dual.tolist() == pytest.approx([0.5 * (d - 0.3) / max(d, 0.3) for d in dens])
     floors = Budget(model, 0.3, min_layer_density=0.1, dual_lr=0.5, dual_gain=0.0)
     floors()
-    want = [max(0.0, 0.5 * (0.1 - d) / 0.1) for d in dens]
+    want = [max(0.0, 0.5 * (0.1 - d) / max(d, 0.1)) for d in dens]
     assert floors.floor_dual.tolist() == pytest.approx(want)
     assert want[0] == 0 and want[2] > 0  # only the layer under its floor has a price
 
@@ -197,14 +197,16 @@ METHODS = [("aslp", {}, "sgd"), ("supermask", {}, "sgd"), ("reparam", {"t_init":
            ("hard_concrete", {}, "adam")]
 
 
-def train(method, options, optimizer, density, *, scope="global", steps=300, **kwargs):
+def train(method, options, optimizer, density, *, scope="global", steps=300, warmup=0.5,
+          **kwargs):
     """A 4-class problem on 32 features, the methods' kind of optimizer, ``steps`` steps with a
-    Budget of that length; returns the model and the budget."""
+    Budget of that length (half of it to ramp: a short run needs a longer commit phase than the
+    default fifth, gates move at most lr a step); returns the model and the budget."""
     torch.manual_seed(0)
     model = sp.convert(mlp(), method, **options)
     x = torch.randn(512, 32)
     y = x[:, :4].argmax(1)
-    budget = Budget(model, density, scope=scope, total_steps=steps, **kwargs)
+    budget = Budget(model, density, scope=scope, total_steps=steps, warmup=warmup, **kwargs)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.SGD(params, lr=5.0, momentum=0.9) if optimizer == "sgd"
            else torch.optim.Adam(params, lr=1e-2))
