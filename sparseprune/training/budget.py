@@ -273,15 +273,18 @@ class Budget(nn.Module):
         if self.scope == "global" and self.min_layer_density > 0:
             floor = -_relative(c / numels, torch.full_like(c, self.min_layer_density))
             price = self.floor_dual.to(device) + self.dual_gain * floor.detach().clamp(min=0)
-            term = term + (share * price * floor).sum()
+            term = term + (price * floor).sum()  # a layer's own constraint, like local ones
         commit = None
         r = self.commit_progress()
         if r is not None:
             # One multiplier per layer, so that no layer stays uncommitted behind the others.
             u = self.disagreements().to(device)
-            if bool((self.commit_start < 0).any()):
-                self.commit_start.copy_(u.detach().to(self.commit_start.device))
-            allowed = self.commit_start.to(device) * (1.0 - r) ** 3
+            start = self.commit_start.to(device)
+            if bool((start < 0).any()):  # the first call of the phase: the allowance starts here
+                start = u.detach()
+                if self.training and torch.is_grad_enabled():
+                    self.commit_start.copy_(start)
+            allowed = start * (1.0 - r) ** 3
             commit = (u - allowed) / self.density
             price = self.commit_dual.to(device) + self.dual_gain * commit.detach().clamp(min=0)
             scale = share if self.scope == "global" else torch.ones_like(share)
