@@ -67,7 +67,7 @@ from .. import _validate, methods
 from ..convert import final_masks, masked_layers
 from ..methods import MaskMethod
 from ..methods.hard_concrete import HardConcrete, prob_and_group_norms
-from ..select import keep_counts, select_top
+from ..select import keep_counts, top_k_masks
 
 __all__ = ["Budget", "BudgetLoss", "final_densities", "l0_penalty", "cubic_schedule"]
 
@@ -92,6 +92,30 @@ def cubic_schedule(initial: float, final: float, progress: float) -> float:
     if p >= 1.0:
         return float(final)
     return float(final) + (float(initial) - float(final)) * (1.0 - p) ** 3
+
+
+def _share_out(total: int, weights: list[int], floors: list[int], caps: list[int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` by largest remainders, each part between its
+    floor and its cap (floors first; what they take comes out of the others' shares)."""
+    counts = list(floors)
+    free = [i for i in range(len(weights)) if counts[i] < caps[i]]
+    left = total - sum(counts)
+    while left > 0 and free:
+        w = sum(weights[i] for i in free) or len(free)
+        share = {i: left * (weights[i] if sum(weights[j] for j in free) else 1) / w for i in free}
+        step = {i: min(int(share[i]), caps[i] - counts[i]) for i in free}
+        rest = left - sum(step.values())
+        for i in sorted(free, key=lambda i: (-(share[i] - int(share[i])), i)):
+            if rest <= 0:
+                break
+            if counts[i] + step[i] < caps[i]:
+                step[i] += 1
+                rest -= 1
+        for i in free:
+            counts[i] += step[i]
+        left = total - sum(counts)
+        free = [i for i in free if counts[i] < caps[i]]
+    return counts
 
 
 def _relative(density: Tensor, target: Tensor) -> Tensor:
@@ -232,13 +256,29 @@ class Budget(nn.Module):
         return [layer.method.rule_mass(layer) for _, layer in self._layers]
 
     @torch.no_grad()
+    def commit_counts(self) -> list[int]:
+        """How many weights each layer keeps in :meth:`commit_masks`. Local scope:
+        ``max(round(density * N_l), ceil(min_layer_density * N_l))``. Global scope: exactly
+        ``round(d_t * N)`` in all, shared out in proportion to what each layer's own rule keeps
+        now (largest remainders), at least its floor: the own rule's per-layer structure, moved
+        to the exact count. A global top-k would instead cut the weakest weights over all
+        layers together, which can be a whole layer whose ranking scale differs (reparam ranks
+        by ``|t_l w|``, t learned per layer) when the own rule is a few percent over the count."""
+        numels = [int(n) for n in self.numels.tolist()]
+        if self.scope == "local":
+            return keep_counts(numels, self.density, "local", self.min_layer_density)[1]
+        total, floors = keep_counts(numels, self.target(), "global", self.min_layer_density)
+        rule = [int(layer.method.final_mask(layer).sum()) for _, layer in self._layers]
+        return _share_out(total, rule if sum(rule) else numels, floors, numels)
+
+    @torch.no_grad()
     def commit_masks(self) -> list[Tensor]:
-        """The masks the commit phase drives the training-time masks to: exactly
-        ``round(d_t * N)`` weights by the methods' ranking scores (``finalize(density=...)``'s
-        rule), with ``scope`` and ``min_layer_density``."""
-        scores = [layer.method.ranking_scores(layer) for _, layer in self._layers]
-        return select_top(scores, self.target() if self.scope == "global" else self.density,
-                          scope=self.scope, min_layer_density=self.min_layer_density)
+        """The masks the commit phase drives the training-time masks to: in each layer the
+        :meth:`commit_counts` weights with the largest ranking scores (``finalize(density=...)``'s
+        order; ties by position). Once the masks commit to it, kept weights rank above pruned
+        ones in every layer and across layers, so the global top-k keeps the same."""
+        return [top_k_masks([layer.method.ranking_scores(layer)], k)[0]
+                for (_, layer), k in zip(self._layers, self.commit_counts())]
 
     def disagreements(self) -> Tensor:
         """Per layer, the expected share of its weights whose training-time mask differs from
@@ -273,7 +313,9 @@ class Budget(nn.Module):
         if self.scope == "global" and self.min_layer_density > 0:
             floor = -_relative(c / numels, torch.full_like(c, self.min_layer_density))
             price = self.floor_dual.to(device) + self.dual_gain * floor.detach().clamp(min=0)
-            term = term + (price * floor).sum()  # a layer's own constraint, like local ones
+            # Priced per weight (a floor pushes up, both ways a small layer's P part would
+            # throw its scores past the target under SGD momentum).
+            term = term + (share * price * floor).sum()
         commit = None
         r = self.commit_progress()
         if r is not None:
@@ -287,8 +329,10 @@ class Budget(nn.Module):
             allowed = start * (1.0 - r) ** 3
             commit = (u - allowed) / self.density
             price = self.commit_dual.to(device) + self.dual_gain * commit.detach().clamp(min=0)
-            scale = share if self.scope == "global" else torch.ones_like(share)
-            term = term + (scale * price * commit).sum()
+            # Each layer's own (not weighted by its size): a commit only pushes weights away
+            # from their threshold, so a strong push cannot overshoot, and a small layer whose
+            # weights the task holds on to still commits.
+            term = term + (price * commit).sum()
         if self.training and torch.is_grad_enabled():
             self._dual_step(v.detach(), None if floor is None else floor.detach(),
                             None if commit is None else commit.detach())
