@@ -42,12 +42,14 @@ Design of :class:`Budget` (issue 16):
 4. *Commit.* Stochastic masks (aslp, supermask, hard_concrete) and the reparametrisation's soft
    h train a network that differs from the deterministic one kept. After the ramp, one more
    multiplier per layer holds ``MaskMethod.disagreement`` (the expected share of its weights
-   whose training-time mask differs from the exact top-k at the target, the mask of
-   ``finalize(density=...)``) under an allowance that falls cubically from its value at the end
-   of the ramp to 0 at the last step. While a layer is above its allowance its multiplier grows,
-   pushing kept weights' keep probability to 1 and the others' to 0: the own rule converges to
-   the top-k (the decisions the top-k changes go to 0), the expected density to the rule's and
-   the sampled masks to the deterministic one. Without ``total_steps`` there is no schedule (the
+   whose training-time mask differs from :meth:`Budget.commit_masks`: exactly
+   ``round(density * N)`` weights, shared among the layers in proportion to what their own
+   rules keep) under an allowance that falls cubically from its value at the end of the ramp
+   to 0 at the last step. While a layer is above its allowance its multiplier grows, pushing
+   kept weights' keep probability to 1 and the others' to 0: the own rule converges to the
+   exact count, kept weights come to outrank pruned ones across layers (so the top-k of
+   ``finalize(density=...)`` changes no decision), the expected density meets the rule's and
+   the sampled masks the deterministic one. Without ``total_steps`` there is no schedule (the
    target applies from the first step) and no commit phase.
 
 The budget counts its own calls in training mode (``budget.training`` and gradients enabled): one

@@ -258,6 +258,33 @@ def test_commit_drives_the_own_rule_to_the_exact_top_k():
     assert budget.disagreement().item() < 0.02
 
 
+def test_commit_masks_keep_the_own_rules_layer_shares_at_the_exact_count():
+    """A layer whose ranking scale is far below the others' (reparam's t) is not cut away: the
+    commit target shares round(d N) out in proportion to what each layer's own rule keeps."""
+    model = sp.convert(mlp(), "reparam", t_init=30.0)
+    layers = [layer for _, layer in sp.masked_layers(model)]
+    with torch.no_grad():
+        layers[0].t.fill_(8.0)  # layer 0 ranks low against the others
+    rule = [int(layer.method.final_mask(layer).sum()) for layer in layers]
+    budget = Budget(model, 0.2)
+    counts = budget.commit_counts()
+    total = round(0.2 * sum(numels(model)))
+    assert sum(counts) == total
+    assert counts == [pytest.approx(total * r / sum(rule), abs=1) for r in rule]
+    masks = budget.commit_masks()
+    assert [int(m.sum()) for m in masks] == counts
+    for layer, mask, k in zip(layers, masks, counts):  # each layer's best by ranking score
+        assert torch.equal(mask, sp.select.top_k_masks([layer.method.ranking_scores(layer)], k)[0])
+    exact = sp.final_masks(model, density=0.2)
+    assert int(exact["0"].sum()) < counts[0] // 2  # the global top-k would cut layer 0
+    # Floors first, then the shares; local scope: each layer's own count.
+    floors = Budget(model, 0.2, min_layer_density=0.19).commit_counts()
+    assert sum(floors) == total and all(c >= math.ceil(0.19 * n)
+                                        for c, n in zip(floors, numels(model)))
+    local = Budget(model, 0.2, scope="local").commit_counts()
+    assert local == [round(0.2 * n) for n in numels(model)]
+
+
 def test_decision_difference_statistic():
     model = sp.convert(mlp(), "aslp")
     with torch.no_grad():
