@@ -129,7 +129,9 @@ def write(out: pathlib.Path, dest: pathlib.Path) -> None:
 
     def keep(section: str, title: str) -> None:
         kept.append(section)
-        body.extend([old[title].rstrip(), "",
+        text = "\n".join(line for line in old[title].splitlines()
+                         if not line.startswith("(Kept from the previous"))  # kept before
+        body.extend([text.rstrip(), "",
                      f"(Kept from the previous `{dest.name}`: none of this section's runs was in "
                      f"`{out}` when it was regenerated.)", ""])
 

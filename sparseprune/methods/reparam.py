@@ -96,13 +96,14 @@ class Reparam(MaskMethod):
         """``h_t(w)`` of every weight (float32, float64 for float64 weights)."""
         return self._h(layer.weight.detach(), layer.t.detach())
 
-    def _rule_surrogate(self, layer: "MaskedLayer") -> Tensor:
+    def _rule_surrogate(self, layer: "MaskedLayer", t: Tensor | None = None) -> Tensor:
         """``s = |t w| / (|t w| + x_half)`` per weight, ``h(x_half) = 1/2``: 1/2 exactly where
         the own rule ``h >= 0.5`` switches, like h, but with power 1 instead of n its gradient
         decays like ``1 / |t w|^2`` away from the pit, not ``1 / |t w|^(n+1)``: weights far out
         of the pit still feel a budget (h's gradient there is ~1e-4 of it)."""
         dtype = torch.float64 if layer.weight.dtype == torch.float64 else torch.float32
-        x = (layer.t.to(dtype) * layer.weight.to(dtype)).abs()
+        t = layer.t if t is None else t
+        x = (t.to(dtype) * layer.weight.to(dtype)).abs()
         half = (-1.0 / math.log(0.5 + 0.5 * math.exp(-1.0)) - 1.0) ** (1.0 / self.power)
         return x / (x + half)
 
@@ -118,9 +119,12 @@ class Reparam(MaskMethod):
         train as finalize keeps them) plus, over the others, the sum of :meth:`_rule_surrogate`,
         which goes to 0 with ``|t w|`` (the part of ``w * h`` that training uses and finalize
         drops), and whose gradient reaches weights far out of the pit. Differentiable in the
-        weight and t."""
-        h = self._h(layer.weight, layer.t)
-        return torch.where(keep, 1.0 - h, self._rule_surrogate(layer)).sum()
+        weights only: t scales the whole layer, and the pruned weights' pull on it (most of a
+        layer at a low density) would sink the kept ones into the pit with them; the count is
+        the budget's multiplier's to hold, through :meth:`rule_mass`."""
+        t = layer.t.detach()
+        h = self._h(layer.weight, t)
+        return torch.where(keep, 1.0 - h, self._rule_surrogate(layer, t)).sum()
 
     def final_mask(self, layer: "MaskedLayer") -> Tensor:
         return self.h(layer) >= 0.5

@@ -84,3 +84,5 @@ def test_partial_rerun_keeps_the_sections_it_did_not_run(tmp_path):
     assert "| conv4-aslp | 55.61 |" in md and "(Kept from the previous `results.md`" in md
     assert conv in md and md.count("sparseprune train ") == 3
     assert "| lenet300-aslp |" in md
+    module.write(tmp_path / "runs", dest)  # again: kept once more, noted once
+    assert dest.read_text().count("(Kept from the previous") == 1
