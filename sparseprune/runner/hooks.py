@@ -2,8 +2,8 @@
 
 - a budget toward ``--density`` when every masked layer's method learns its density
   (``density_role == "learned"``): by default the constrained :class:`sparseprune.budget.Budget`
-  (own-rule density held by Lagrange multipliers along a cubic schedule over the first half of
-  the run's steps, then masks committed to the exact top-k); with ``--budget-strength L`` > 0
+  (own-rule density held by Lagrange multipliers along a cubic schedule over the first 80 % of
+  the run's steps, then the masks committed at the exact count); with ``--budget-strength L`` > 0
   the penalty :class:`sparseprune.budget.BudgetLoss` of strength L instead (0: no budget, the
   final top-k alone imposes the density). The budget is told the run's length (steps per epoch
   times epochs) and counts its own steps; its state goes into every checkpoint;
