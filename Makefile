@@ -1,6 +1,6 @@
 # sparseprune: `make demo`, `make test` (import contracts, then pytest), `make bench`. Each creates
 # missing, installs torch ($(TORCH_SPEC)) and the package with its test extras, builds the
-# extension when its sources changed, and runs.
+# extension when its sources changed, and runs. `make gpu-check` needs no venv (see below).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: build test demo bench bench-sparse repro clean
+.PHONY: build test sanitize demo bench bench-sparse repro gpu-check clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ build: $(VENV)/.built
 test: build
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest -q
+
+# AddressSanitizer + UBSan (issue 20): a separate CPU-only instrumented build in build-sanitize/
+# and the native-kernel tests under it (.ci/sanitize.sh; about 10 minutes on 2 cores, most of it
+# the build). Quiet on success, the whole log on failure. .ci/run runs it after `make test`.
+sanitize: build
+	bash .ci/sanitize.sh $(PY)
 
 demo: build
 	$(PY) -m sparseprune.runner.demo
@@ -48,5 +54,16 @@ bench-sparse: build
 repro: build
 	PY=$(PY) bash docs/reproduce.sh
 
+# The GPU check (benchmarks/gpu_check.py; README, GPU): with a CUDA device it builds the extension in
+# place against the Python and torch already installed there (no venv, no downloads), runs the
+# CPU-vs-CUDA tests, the GPU benchmarks and compute-sanitizer, and writes $(GPU_OUT)/gpu_check.{json,md}
+# in under 8 minutes on one H200. Without one: CPU mode (no build, tests skip or dry-run, smoke
+# benchmarks). Deliberately not depending on `build`: a GPU machine has no .venv.
+GPU_PY ?= python3
+GPU_OUT ?= gpu-check-results
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PY) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK_ARGS)
+
 clean:
-	rm -rf build sparseprune/_C*.so *.egg-info $(VENV)
+	rm -rf build build-sanitize sparseprune/_C*.so *.egg-info $(VENV) gpu-check-results

@@ -1,11 +1,11 @@
 // The one list of operator schemas, and the pybind11 module sparseprune._C with its small helpers.
-// Implementations: csrc/host (device-agnostic), registered in csrc/cpu/register.cpp and
-// csrc/cuda/register.cpp. Fake (meta) kernels and autograd live in sparseprune/ops.py and
-// sparseprune/autograd.py.
+// Implementations: csrc/host (device-agnostic), registered in csrc/host/register.cpp. Fake (meta)
+// kernels and autograd registration live in sparseprune/ops/.
 #include <torch/extension.h>
 #include <torch/library.h>
 
 #include "cpu/dispatch.h"
+#include "host/route.h"  // kWithCuda
 
 #ifndef SP_TORCH_VERSION
 #define SP_TORCH_VERSION "unknown"
@@ -88,11 +88,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_info", []() {
     pybind11::dict info;
     info["torch_version"] = SP_TORCH_VERSION;
-#ifdef SP_WITH_CUDA
-    info["cuda"] = true;
-#else
-    info["cuda"] = false;
-#endif
+    info["cuda"] = sparseprune::host::kWithCuda;
     info["cuda_version"] = SP_CUDA_VERSION;
     info["cuda_archs"] = SP_CUDA_ARCHS;
     info["compiler"] = __VERSION__;

@@ -118,6 +118,18 @@ def density(value, *, required: bool = True, name: str = "density") -> float:
     return float(value)
 
 
+def pattern(value, *, name: str = "pattern") -> tuple[int, int]:
+    """An N:M pattern ``"N:M"`` (N kept of every M consecutive weights), 1 <= N < M <= 8, as
+    ``(n, m)``."""
+    parts = value.split(":") if isinstance(value, str) else []
+    ok = len(parts) == 2 and all(p.strip().isdigit() for p in parts)
+    n, m = (int(parts[0]), int(parts[1])) if ok else (0, 0)
+    if not (ok and 1 <= n < m <= 8):
+        raise ValueError(f"{name} must be 'N:M' with 1 <= N < M <= 8 (N kept of every M "
+                         f"consecutive weights), e.g. '2:4', got {value!r}")
+    return n, m
+
+
 def scope(value) -> str:
     return choice("scope", value, SCOPES)
 
@@ -133,8 +145,19 @@ def budget(total_steps, warmup, dual_lr, dual_gain) -> tuple[Optional[int], floa
     return total_steps, warmup, dual_lr, dual_gain
 
 
+# The accepted ASLP temperatures (csrc/host/check.h says why): below 1e-3 the float32 surrogate
+# slope sigmoid'((s + L) / tau) / tau would be dominated by the rounding of s + L.
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 1e30
+
+
 def temperature(value) -> float:
-    return finite_number("temperature", value, minimum=0.0, strict=True)
+    if not is_number(value):
+        raise TypeError(f"temperature must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and MIN_TEMPERATURE <= value <= MAX_TEMPERATURE):
+        raise ValueError(f"temperature must be a finite number in [{MIN_TEMPERATURE:g}, "
+                         f"{MAX_TEMPERATURE:g}], got {value!r}")
+    return float(value)
 
 
 def method(value) -> str:

@@ -1,7 +1,7 @@
 """Per-layer sparsity, counted one way in one place.
 
 A masked layer counts the weights its method's deterministic final mask keeps (what
-:func:`sparseprune.finalize` would keep); a plain ``nn.Linear`` / ``nn.Conv2d`` counts its nonzero
+:func:`sparseprune.finalize` would keep); a plain layer of a covered kind counts its nonzero
 weights; a sparse inference layer its stored weights (``format`` says how it stores them).
 Biases are not counted. density = kept / total, sparsity = 1 - density.
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import _validate as V
+from .nn.coverage import kind_of
 from .nn.masked import MaskedLayer
 from .nn.sparse import SparseLayer
 
@@ -136,8 +137,19 @@ class Report:
 
 
 def _prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Masked and sparse layers, and plain layers of the covered kinds (embeddings only when
+    masked: they are opt-in)."""
     return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, (MaskedLayer, SparseLayer)) or type(m) in (nn.Linear, nn.Conv2d)]
+            if isinstance(m, (MaskedLayer, SparseLayer))
+            or ((kind := kind_of(m)) is not None and not kind.opt_in)]
+
+
+def _positions(module: nn.Module, out) -> int:
+    if isinstance(module, SparseLayer):  # a Linear's or a Conv2d's
+        if len(module.weight_shape) == 4:
+            return math.prod(out.shape[-2:]) if out.dim() == 4 else math.prod(out.shape[1:])
+        return math.prod(out.shape[1:-1]) if out.dim() > 1 else 1
+    return kind_of(module).positions(out)
 
 
 @torch.no_grad()
@@ -157,10 +169,7 @@ def output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict[str, 
     hooks = []
     for name, module in layers:
         def hook(mod, args, out, name=name):
-            if isinstance(mod, nn.Conv2d):
-                counts[name] += math.prod(out.shape[2:]) if out.dim() == 4 else math.prod(out.shape[1:])
-            else:
-                counts[name] += math.prod(out.shape[1:-1]) if out.dim() > 1 else 1
+            counts[name] += _positions(mod, out)
         hooks.append(module.register_forward_hook(hook))
     modes = {m: m.training for m in model.modules()}
     param = next(iter(model.parameters()), None)
@@ -183,7 +192,8 @@ def output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict[str, 
 @torch.no_grad()
 def sparsity_report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]] = None, *,
                     input_shape: Optional[Sequence[int]] = None) -> Report:
-    """Sparsity of every prunable layer of ``model`` (masked, ``nn.Linear`` or ``nn.Conv2d``).
+    """Sparsity of every prunable layer of ``model``: masked and sparse layers, and plain layers of
+    the kinds ``convert`` masks (:mod:`sparseprune.nn.coverage`).
 
     ``masks`` (name -> boolean mask, e.g. from :func:`sparseprune.convert.final_masks` with a
     density) overrides the masked layers' own final masks. With ``input_shape`` (one sample's
@@ -201,9 +211,9 @@ def sparsity_report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]] =
             kind, kept, format = type(module).__name__, module.nnz, module.format
         else:
             kind = type(module).__name__
-            kept, format = int(torch.count_nonzero(module.weight)), "dense"
+            kept, format = int(torch.count_nonzero(kind_of(module).weight(module))), "dense"
         shape = tuple(module.weight_shape if isinstance(module, SparseLayer)
-                      else module.weight.shape)
+                      else kind_of(module).weight(module).shape)
         total = math.prod(shape)
         layer = LayerSparsity(name, kind, shape, kept, total, format)
         if positions is not None:

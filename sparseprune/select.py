@@ -1,10 +1,12 @@
 """Exact top-k selection across tensors, with deterministic tie-breaking, the kept counts a
 density implies, and the density schedules of iterative pruning: the one implementation behind
 ``finalize(density=...)``, Edge-Popup's final mask, :func:`sparseprune.prune_at_init` and the
-train-prune-retrain rounds."""
+train-prune-retrain rounds. Also N:M patterns (docs/METHODS.md 13.0): the groups of M
+consecutive weights along a layer's input, the candidate patterns, top-N-of-M and compliance."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Optional, Sequence
 
@@ -138,3 +140,61 @@ def densities(density: float, iterations: int, schedule: str = "exponential") ->
         out = [1.0 - t * (1.0 - density) / iterations for t in steps]
     out[-1] = float(density)
     return out
+
+
+# ---- N:M patterns ---------------------------------------------------------------------------
+
+def nm_groups(t: Tensor, m: int, *, layer: str = "layer") -> Tensor:
+    """``t`` (a weight-shaped tensor, ``[out, in]`` or ``[out, in, kh, kw]``) as ``[G, m]`` rows of
+    m consecutive input weights: ``t.view(-1, m)`` for a 2-D weight, ``[out, kh, kw, in]``
+    regrouped for a convolution (m consecutive input channels at one kernel tap). A view where
+    possible, else a copy. ValueError (naming ``layer``) when the input size is not a multiple
+    of m."""
+    inputs = t.shape[1] if t.dim() >= 2 else t.shape[-1]
+    if t.dim() < 2 or inputs % m:
+        raise ValueError(f"{layer}: an N:M pattern with M={m} needs the input size to be a "
+                         f"multiple of {m}, got weight shape {list(t.shape)}; leave the layer "
+                         "dense with exclude=")
+    if t.dim() == 2:
+        return t.reshape(-1, m)
+    return t.movedim(1, -1).reshape(-1, m)
+
+
+def nm_ungroup(groups: Tensor, shape: Sequence[int]) -> Tensor:
+    """The inverse of :func:`nm_groups`: ``[G, m]`` back to the weight's ``shape``."""
+    if len(shape) == 2:
+        return groups.reshape(shape)
+    out, inputs, *taps = shape
+    return groups.reshape(out, *taps, inputs).movedim(-1, 1).contiguous()
+
+
+def nm_candidates(n: int, m: int, device=None) -> Tensor:
+    """The ``[C, m]`` 0/1 pattern matrix of the C(m, n) candidates, in
+    ``itertools.combinations(range(m), n)`` order (float32)."""
+    combos = list(itertools.combinations(range(m), n))
+    out = torch.zeros(len(combos), m, device=device)
+    for k, kept in enumerate(combos):
+        out[k, list(kept)] = 1.0
+    return out
+
+
+def top_n_of_m(scores: Tensor, n: int, m: int, *, layer: str = "layer") -> Tensor:
+    """Boolean mask keeping the ``n`` largest ``scores`` of every N:M group (ties: the lower
+    index), the weight's shape. NaN scores raise ValueError."""
+    if torch.isnan(scores).any():
+        raise ValueError(f"{layer}: scores contain NaN; cannot rank them")
+    groups = nm_groups(scores.detach(), m, layer=layer)
+    order = torch.argsort(groups, dim=1, descending=True, stable=True)[:, :n]
+    keep = torch.zeros(groups.shape, dtype=torch.bool, device=scores.device)
+    keep.scatter_(1, order, True)
+    return nm_ungroup(keep, scores.shape)
+
+
+def is_nm(mask: Tensor, n: int, m: int) -> bool:
+    """Whether ``mask`` keeps exactly ``n`` of every N:M group (False when the shape cannot be
+    grouped)."""
+    try:
+        groups = nm_groups(mask, m)
+    except ValueError:
+        return False
+    return bool((groups.sum(dim=1) == n).all())

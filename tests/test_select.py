@@ -68,3 +68,52 @@ def test_bad_scope_and_floors():
         select_top([torch.zeros(3)], 0.5, scope="x")
     with pytest.raises(ValueError, match="min_layer_density=0.9 keeps at least"):
         select_top([torch.zeros(10), torch.zeros(10)], 0.1, min_layer_density=0.9)
+
+
+# ---- N:M patterns ------------------------------------------------------------------------
+
+import itertools  # noqa: E402
+
+from sparseprune import _validate  # noqa: E402
+from sparseprune.select import (is_nm, nm_candidates, nm_groups, nm_ungroup,  # noqa: E402
+                                top_n_of_m)
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (3, 8, 3, 3), (5, 4, 1, 2)])
+def test_nm_groups_are_consecutive_inputs_and_invert(shape):
+    t = torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape)
+    groups = nm_groups(t, 4)
+    assert groups.shape == (t.numel() // 4, 4)
+    if len(shape) == 2:
+        assert torch.equal(groups[0], t[0, :4])
+    else:  # 4 consecutive input channels at one kernel tap
+        assert torch.equal(groups[0], t[0, :4, 0, 0])
+    assert torch.equal(nm_ungroup(groups, shape), t)
+
+
+@pytest.mark.parametrize("n,m", [(1, 4), (2, 4), (4, 8), (3, 5)])
+def test_top_n_of_m_keeps_the_largest_and_ties_go_to_the_lower_index(n, m):
+    scores = torch.randn(7, 3 * m)
+    mask = top_n_of_m(scores, n, m)
+    assert is_nm(mask, n, m) and mask.shape == scores.shape
+    for g, k in zip(nm_groups(scores, m), nm_groups(mask, m)):
+        assert g[k].min() >= g[~k].max()
+    tied = top_n_of_m(torch.zeros(2, m), n, m)
+    assert tied[:, :n].all() and not tied[:, n:].any()
+
+
+def test_nm_candidates_in_combinations_order():
+    p = nm_candidates(2, 4)
+    assert p.tolist() == [[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 1],
+                          [0, 0, 1, 1]]
+    assert nm_candidates(3, 8).shape == (len(list(itertools.combinations(range(8), 3))), 8)
+
+
+def test_nm_bad_input():
+    with pytest.raises(ValueError, match=r"fc: an N:M pattern with M=4 needs the input size to be "
+                                         r"a multiple of 4, got weight shape \[3, 6\].*exclude="):
+        top_n_of_m(torch.randn(3, 6), 2, 4, layer="fc")
+    for bad in ["2:2", "4:3", "0:4", "2:9", "2:3:1", "a:b", 24, None]:
+        with pytest.raises(ValueError, match="pattern must be 'N:M' with 1 <= N < M <= 8"):
+            _validate.pattern(bad)
+    assert _validate.pattern("2:4") == (2, 4) and not is_nm(torch.ones(2, 6, dtype=torch.bool), 2, 4)

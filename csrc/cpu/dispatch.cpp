@@ -82,9 +82,6 @@ std::atomic<const IsaEntry*>& active_entry() {
 
 Isa active_isa_id() { return active_entry().load()->id; }
 
-const KernelTable& kernels() { return SP_KERNELS_FOR_ISA(kernels); }
-const SparseKernelTable& sparse_kernels() { return SP_KERNELS_FOR_ISA(sparse_kernels); }
-
 std::string active_isa() { return active_entry().load()->name; }
 
 std::vector<std::string> compiled_isas() {

@@ -1,7 +1,8 @@
 // Device helpers shared by the CUDA kernels: packs of the four consecutive elements that one
 // Philox block feeds, loaded and stored with one vector access when the host has checked the
-// alignment; the block-wide reductions (integer scans, and the per-tile float sum in the CPU's
-// lane order); launch sizing and the launch frame. Device code sees raw pointers and POD only.
+// alignment; the block-wide reductions (integer scans, the per-tile float sum in the CPU's lane
+// order, the partials in tile order); launch sizing and the launch frame. Device code sees raw
+// pointers and POD only.
 #pragma once
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -143,17 +144,17 @@ __device__ __forceinline__ int block_scan(int v, int& total) {
   return before + inclusive - v;
 }
 
-// A tile's float sum exactly as the CPU kernels compute it (TileSums and tree_total in
-// csrc/cpu/kernels/vec.h), so partials match the CPU bit for bit: `terms` (shared memory) holds
-// the tile's kTileElems terms in element order; lane j (0..15) of warp 0 adds terms j, j + 16,
-// j + 32, ... in order from +0; then the 16 lane sums meet in the fixed tree (j += j + 8,
+// A tile's float sum exactly as the CPU kernels compute it (the lane order and tree of
+// sparseprune/tiles.h), so partials match the CPU bit for bit: `terms` (shared memory) holds the
+// tile's kTileElems terms in element order; lane j (0..15) of warp 0 adds terms j, j + 16,
+// j + 32, ... in order from +0; then the 16 lane sums meet in tree_total's tree (j += j + 8,
 // j += j + 4, ...). Terms past the end of the tensor must be +0: a lane sum started from +0 is
 // never -0, so adding +0 leaves it unchanged. Nothing depends on scheduling. Every thread of the
 // block must call it; the result is valid in thread 0. The 256-add chain costs ~1-2k cycles per
 // tile, hidden behind the other resident blocks' loads.
 template <class W>
 __device__ __forceinline__ double tile_sum(const W* terms) {
-  constexpr int kLanes = 16;
+  constexpr int kLanes = kTileLanes;
   __syncthreads();
   double total = 0.0;
   if (threadIdx.x < kLanes) {
@@ -166,6 +167,20 @@ __device__ __forceinline__ double tile_sum(const W* terms) {
   }
   __syncthreads();  // the next tile overwrites `terms`
   return total;
+}
+
+// *out = sum_in_tile_order (sparseprune/tiles.h) rounded to T: the CPU host's reduction, without
+// a host sync. One thread, because that order is a single dependency chain; a layer of n tiles
+// costs about n dependent double additions.
+template <class T>
+__global__ void sum_in_tile_order_kernel(const double* partials, int64_t n, T* out) {
+  *out = static_cast<T>(sum_in_tile_order(partials, n));
+}
+
+template <class T>
+void launch_sum_in_tile_order(const double* partials, int64_t n, T* out, cudaStream_t stream) {
+  sum_in_tile_order_kernel<T><<<1, 1, 0, stream>>>(partials, n, out);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // Every launcher's frame: launch(stream) on the current stream of `device`, under a device guard.

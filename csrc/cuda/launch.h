@@ -1,6 +1,7 @@
-// CUDA launchers for the fused kernels (defined in csrc/cuda/*.cu, built only with CUDA). Each
-// launches on the current stream of `device` under a device guard and checks the launch. They
-// mirror the CPU KernelTable (csrc/cpu/kernels/kernel_table.h) over the whole tensor.
+// CUDA launchers for the fused kernels (defined in csrc/cuda/*.cu, built only with CUDA; host code
+// reaches them through csrc/host/route.h). Each launches on the current stream of `device` under a
+// device guard and checks the launch. They mirror the CPU kernel families (csrc/cpu/tables.h)
+// over the whole tensor.
 #pragma once
 #include <sparseprune/params.h>
 #include <sparseprune/sparse_params.h>

@@ -55,14 +55,6 @@ __global__ void __launch_bounds__(kThreads) reparam_kernel(ReparamParams p, bool
   }
 }
 
-// *out = the partials summed in tile order from +0: the CPU host's loop (csrc/host/reparam.cpp).
-__global__ void sum_partials_kernel(const double* partials, int64_t n, double* out) {
-  double total = 0;
-#pragma unroll 8
-  for (int64_t t = 0; t < n; ++t) total += partials[t];
-  *out = total;
-}
-
 template <bool kBackward>
 void launch_reparam(const ReparamParams& p, cudaStream_t stream) {
   visit_dtypes(p.weight_dtype, p.weight_dtype, [&](auto*, auto* wt) {
@@ -75,10 +67,8 @@ void launch_reparam(const ReparamParams& p, cudaStream_t stream) {
     reparam_kernel<kBackward, WT><<<grid, kThreads, smem, stream>>>(p, vec);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  if (p.partials && p.total) {
-    sum_partials_kernel<<<1, 1, 0, stream>>>(p.partials, num_tiles(p.numel), p.total);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  if (p.partials && p.total)
+    launch_sum_in_tile_order(p.partials, num_tiles(p.numel), p.total, stream);
 }
 
 }  // namespace

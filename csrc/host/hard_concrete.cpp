@@ -3,10 +3,9 @@
 // each way. Backward regenerates the noise from rng: nothing but log_alpha and rng is saved.
 #include <cmath>
 
-#include "../cpu/kernels/hard_concrete_table.h"
 #include "check.h"
 #include "ops.h"
-#include "run.h"
+#include "route.h"
 
 namespace sparseprune {
 namespace host {
@@ -15,8 +14,7 @@ namespace {
 void check_hard_concrete(const char* op, const at::Tensor& log_alpha, double beta, double gamma,
                          double zeta, const at::Tensor& rng) {
   kernel_dtype(op, "log_alpha", log_alpha);
-  TORCH_CHECK_VALUE(log_alpha.device().is_cpu() || log_alpha.device().is_cuda(), "sparseprune::",
-                    op, ": log_alpha must be on CPU or CUDA, got ", log_alpha.device());
+  check_cpu_or_cuda(op, "log_alpha", log_alpha.device());
   // The same conditions and wording as sparseprune/_args.py hard_concrete.
   TORCH_CHECK_VALUE(std::isfinite(beta) && beta > 0, "sparseprune::", op,
                     ": beta must be a finite number > 0, got ", beta);
@@ -42,21 +40,15 @@ HardConcreteParams params_for(const at::Tensor& log_alpha, double beta, double g
   return p;
 }
 
+// A NaN log_alpha has no gate: refused on CPU, as NaN scores are (CUDA does not look: a sync).
 template <bool kBackward>
 void run_hard_concrete(const char* op, const HardConcreteParams& p, const at::Device& device) {
-  const cpu::HardConcreteKernels& k = SP_KERNELS_FOR_ISA(cpu::hard_concrete_kernels);
-  run_pass(
-      op, device, p.numel,
-      [&](const cpu::KernelTable&, int64_t begin, int64_t end) {
-        (kBackward ? k.backward : k.forward)(p, begin, end);
-        return false;
-      },
-      [&] {
-#ifdef SP_WITH_CUDA
-        (kBackward ? cuda::hard_concrete_backward : cuda::hard_concrete_forward)(p,
-                                                                               device.index());
-#endif
-      });
+  check_no_nan(op, run_tiles(op, device, p,
+                             kBackward ? &cpu::HardConcreteKernels::backward
+                                       : &cpu::HardConcreteKernels::forward,
+                             kBackward ? SP_CUDA(hard_concrete_backward)
+                                       : SP_CUDA(hard_concrete_forward)),
+               "log_alpha");
 }
 
 }  // namespace

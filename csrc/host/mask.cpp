@@ -3,21 +3,21 @@
 #include <cmath>
 
 #include "check.h"
-#include "run.h"
+#include "route.h"
 #include "topk.h"
 
 namespace sparseprune {
 namespace host {
 namespace {
 
-bool is_stochastic(const MaskArgs& args) { return args.method != "edge_popup"; }
-bool uses_dwr(const MaskArgs& args) { return args.rescale == "dwr"; }
+bool is_stochastic(const MaskArgs& args) { return args.method != Method::kEdgePopup; }
+bool uses_dwr(const MaskArgs& args) { return args.rescale == Rescale::kDwr; }
 
 StochasticParams stochastic_params(const at::Tensor& weight, const at::Tensor& scores,
                                    const MaskArgs& args) {
   StochasticParams p;
   p.numel = weight.numel();
-  p.rule = args.method == "supermask" ? Stochastic::kSupermask : Stochastic::kAslp;
+  p.rule = args.method == Method::kSupermask ? Stochastic::kSupermask : Stochastic::kAslp;
   const int64_t* rng = args.rng.data_ptr<int64_t>();
   p.seed = static_cast<uint64_t>(rng[0]);
   p.offset = static_cast<uint64_t>(rng[1]);
@@ -52,14 +52,15 @@ at::Tensor stochastic_forward(const char* op, const at::Tensor& w, const at::Ten
     kept = partials_for(p.numel, 1, w.device());
     p.partials = kept.data_ptr<double>();
   }
-  const bool nan = run_tiles(op, w.device(), p, &cpu::KernelTable::stochastic_forward,
-                             SP_CUDA_FN(stochastic_forward));
+  const bool nan = run_tiles(op, w.device(), p, &cpu::MaskKernels::stochastic_forward,
+                             SP_CUDA(stochastic_forward));
   check_no_nan(op, nan);
   if (uses_dwr(args)) multiplier = dwr_multiplier(p.numel, kept.sum(), w.scalar_type());
   return masked;
 }
 
-// Without DWR: one pass; Smart Rescale's gradient reduced from per-tile sums.
+// Without DWR: one pass; Smart Rescale's gradient reduced from per-tile sums in tile order (by
+// the CUDA launcher itself on CUDA, without a host sync).
 void stochastic_backward(const char* op, StochasticParams& p, const at::Device& device,
                          at::Tensor* grad_scale) {
   at::Tensor partials;
@@ -71,17 +72,12 @@ void stochastic_backward(const char* op, StochasticParams& p, const at::Device& 
     if (grad_scale) grad_scale->zero_();
     return;
   }
-#ifdef SP_WITH_CUDA
   if (grad_scale && device.is_cuda()) p.grad_scale = grad_scale->data_ptr<float>();
-#endif
-  run_tiles(op, device, p, &cpu::KernelTable::stochastic_backward,
-            SP_CUDA_FN(stochastic_backward));
-  if (grad_scale && device.is_cpu()) {  // tile partials summed in tile order
-    const double* part = partials.data_ptr<double>();
-    double total = 0;
-    for (int64_t t = 0; t < partials.size(0); ++t) total += part[t];
-    grad_scale->fill_(total);
-  }
+  // The backward ops are public too: a NaN score is refused as in forward.
+  check_no_nan(op, run_tiles(op, device, p, &cpu::MaskKernels::stochastic_backward,
+                             SP_CUDA(stochastic_backward)));
+  if (grad_scale && device.is_cpu())
+    grad_scale->fill_(sum_in_tile_order(partials.data_ptr<double>(), partials.size(0)));
 }
 
 // With DWR: pass 1 packs slopes and sums (w z g, z) per tile; the factors r = N / max(M, 1) and
@@ -92,45 +88,44 @@ void dwr_backward(const char* op, StochasticParams& p, const at::Device& device,
   at::Tensor partials = partials_for(p.numel, 2, device);
   p.partials = partials.data_ptr<double>();
   p.slopes = slopes.data_ptr<float>();
-  run_tiles(op, device, p, &cpu::KernelTable::dwr_collect, SP_CUDA_FN(dwr_collect));
+  check_no_nan(op, run_tiles(op, device, p, &cpu::MaskKernels::dwr_collect, SP_CUDA(dwr_collect)));
   const at::Tensor sums = partials.sum(0);  // [sum w z g, M]
   const at::Tensor kept = sums.select(0, 1).clamp_min(1.0);
   const at::Tensor r = static_cast<double>(p.numel) / kept;
   const at::Tensor factors = at::stack({r, r * sums.select(0, 0) / kept}).contiguous();
   p.dwr_factors = factors.data_ptr<double>();
-  run_tiles(op, device, p, &cpu::KernelTable::dwr_finish, SP_CUDA_FN(dwr_finish));
+  run_tiles(op, device, p, &cpu::MaskKernels::dwr_finish, SP_CUDA(dwr_finish));
 }
 
 }  // namespace
 
-void check_mask_args(const char* op, const at::Tensor& weight, const at::Tensor& scores,
-                     const MaskArgs& args) {
-  TORCH_CHECK_VALUE(args.method == "aslp" || args.method == "supermask" ||
-                        args.method == "edge_popup",
-                    "sparseprune::", op, ": method must be aslp, supermask or edge_popup, got '",
-                    args.method, "'");
-  TORCH_CHECK_VALUE(args.rescale == "none" || args.rescale == "smart" || args.rescale == "dwr",
-                    "sparseprune::", op, ": rescale must be none, smart or dwr, got '",
-                    args.rescale, "'");
-  TORCH_CHECK_VALUE(args.rescale != "dwr" || is_stochastic(args), "sparseprune::", op,
+MaskArgs mask_args(const char* op, const at::Tensor& weight, const at::Tensor& scores,
+                   const std::optional<at::Tensor>& scale, const std::string& method,
+                   const std::string& rescale, double temperature, double density,
+                   const at::Tensor& rng) {
+  const MaskArgs args{
+      static_cast<Method>(choice(op, "method", method, {"aslp", "supermask", "edge_popup"})),
+      static_cast<Rescale>(choice(op, "rescale", rescale, {"none", "smart", "dwr"})),
+      scale, temperature, density, rng};
+  TORCH_CHECK_VALUE(!uses_dwr(args) || is_stochastic(args), "sparseprune::", op,
                     ": rescale='dwr' applies to stochastic masks (aslp, supermask), got method '",
-                    args.method, "'");
-  TORCH_CHECK_VALUE((args.rescale == "smart") == args.scale.has_value(), "sparseprune::", op,
+                    method, "'");
+  TORCH_CHECK_VALUE((args.rescale == Rescale::kSmart) == scale.has_value(), "sparseprune::", op,
                     ": a scale tensor goes with rescale='smart' and only with it, got rescale='",
-                    args.rescale, "' and ", args.scale.has_value() ? "a" : "no", " scale");
+                    rescale, "' and ", scale.has_value() ? "a" : "no", " scale");
   kernel_dtype(op, "weight", weight);
   kernel_dtype(op, "scores", scores);
   TORCH_CHECK_VALUE(weight.sizes() == scores.sizes(), "sparseprune::", op,
                     ": scores must have the weight's shape ", weight.sizes(), ", got ",
                     scores.sizes());
   check_same_device(op, "scores", scores, "weight", weight);
-  TORCH_CHECK_VALUE(weight.device().is_cpu() || weight.device().is_cuda(), "sparseprune::", op,
-                    ": tensors must be on CPU or CUDA, got ", weight.device());
-  check_scale(op, args.scale, weight);
-  check_temperature(op, args.temperature);
-  TORCH_CHECK_VALUE(std::isfinite(args.density) && args.density > 0 && args.density <= 1,
-                    "sparseprune::", op, ": density must be in (0, 1], got ", args.density);
-  check_rng(op, args.rng);
+  check_cpu_or_cuda(op, "tensors", weight.device());
+  check_scale(op, scale, weight);
+  check_temperature(op, temperature);
+  TORCH_CHECK_VALUE(std::isfinite(density) && density > 0 && density <= 1, "sparseprune::", op,
+                    ": density must be in (0, 1], got ", density);
+  check_rng(op, rng);
+  return args;
 }
 
 Masked masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,

@@ -9,19 +9,26 @@
 namespace sparseprune {
 namespace host {
 
-// What every masking op takes besides the weight and its scores.
+// In the order of their names in mask_args (mask.cpp), which parses them.
+enum class Method { kAslp, kSupermask, kEdgePopup };
+enum class Rescale { kNone, kSmart, kDwr };
+
+// What every masking op takes besides the weight and its scores, validated and parsed.
 struct MaskArgs {
-  std::string method;   // "aslp", "supermask", "edge_popup"
-  std::string rescale;  // "none", "smart" (scale given), "dwr" (stochastic methods only)
-  std::optional<at::Tensor> scale;
-  double temperature;   // ASLP
-  double density;       // Edge-Popup: the fraction of weights kept
-  at::Tensor rng;       // CPU int64 [seed, offset] (stochastic methods)
+  Method method;
+  Rescale rescale;                  // kDwr for the stochastic methods only
+  std::optional<at::Tensor> scale;  // with kSmart and only with it
+  double temperature;               // ASLP
+  double density;                   // Edge-Popup: the fraction of weights kept
+  at::Tensor rng;                   // CPU int64 [seed, offset] (stochastic methods)
 };
 
-// Validates weight, scores and args for `op` (shapes, dtypes, devices, method, options).
-void check_mask_args(const char* op, const at::Tensor& weight, const at::Tensor& scores,
-                     const MaskArgs& args);
+// Validates weight, scores and the mask arguments of `op` (shapes, dtypes, devices, method and
+// options: ops.h lists them) and parses them.
+MaskArgs mask_args(const char* op, const at::Tensor& weight, const at::Tensor& scores,
+                   const std::optional<at::Tensor>& scale, const std::string& method,
+                   const std::string& rescale, double temperature, double density,
+                   const at::Tensor& rng);
 
 // The masked weight (contiguous, the weight's shape and dtype) and, with DWR, the multiplier
 // r = N / max(M, 1) it still has to be multiplied by (a 0-dim float tensor on its device), so

@@ -8,11 +8,6 @@ namespace sparseprune {
 namespace host {
 namespace {
 
-void check_pair(const char* op, const char* arg, at::IntArrayRef v, int64_t min_value) {
-  TORCH_CHECK_VALUE(v.size() == 2 && v[0] >= min_value && v[1] >= min_value, "sparseprune::", op,
-                    ": ", arg, " must be two integers >= ", min_value, ", got ", v);
-}
-
 // Returns the input as a batch (an unbatched (C, H, W) input gains a leading 1).
 at::Tensor check_conv(const char* op, const at::Tensor& input, const at::Tensor& weight,
                       const OptTensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -20,31 +15,14 @@ at::Tensor check_conv(const char* op, const at::Tensor& input, const at::Tensor&
   TORCH_CHECK_VALUE(weight.dim() == 4, "sparseprune::", op,
                     ": weight must be 4-D (out_channels, in_channels / groups, kH, kW), got shape ",
                     weight.sizes());
-  TORCH_CHECK_VALUE(input.dim() == 3 || input.dim() == 4, "sparseprune::", op,
-                    ": input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape ", input.sizes());
-  TORCH_CHECK_VALUE(groups >= 1 && weight.size(0) % groups == 0, "sparseprune::", op,
-                    ": groups must be >= 1 and divide out_channels = ", weight.size(0), ", got ",
-                    groups);
-  const at::Tensor batch = input.dim() == 3 ? input.unsqueeze(0) : input;
+  const at::Tensor batch = conv2d_batch(op, input);
+  check_conv2d_options(op, stride, padding, dilation, groups, weight.size(0));
   TORCH_CHECK_VALUE(batch.size(1) == weight.size(1) * groups, "sparseprune::", op,
                     ": input has ", batch.size(1), " channels but weight expects ",
                     weight.size(1) * groups, " (in_channels / groups = ", weight.size(1),
                     ", groups = ", groups, ")");
-  check_pair(op, "stride", stride, 1);
-  check_pair(op, "padding", padding, 0);
-  check_pair(op, "dilation", dilation, 1);
-  TORCH_CHECK_TYPE(input.scalar_type() == weight.scalar_type(), "sparseprune::", op,
-                   ": input and weight must have the same dtype, got ", input.scalar_type(),
-                   " and ", weight.scalar_type());
-  check_same_device(op, "input", input, "weight", weight);
-  if (bias.has_value()) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), "sparseprune::", op,
-                      ": bias must have shape (", weight.size(0), ",), got ", bias->sizes());
-    TORCH_CHECK_TYPE(bias->scalar_type() == weight.scalar_type(), "sparseprune::", op,
-                     ": bias must have the weight's dtype ", weight.scalar_type(), ", got ",
-                     bias->scalar_type());
-    check_same_device(op, "bias", *bias, "weight", weight);
-  }
+  check_layer_input(op, input, weight);
+  check_bias(op, bias, weight.size(0), "weight", weight);
   return batch;
 }
 
@@ -56,8 +34,8 @@ at::Tensor masked_conv2d(const at::Tensor& input, const at::Tensor& weight,
                          int64_t groups, std::string method, std::string rescale,
                          double temperature, double density, const at::Tensor& rng) {
   const char* op = "masked_conv2d";
-  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
-  check_mask_args(op, weight, scores, args);
+  const MaskArgs args =
+      mask_args(op, weight, scores, scale, method, rescale, temperature, density, rng);
   const at::Tensor batch =
       check_conv(op, input, weight, bias, stride, padding, dilation, groups);
   Masked m = masked_weight(op, weight, scores, args);
@@ -80,10 +58,16 @@ Grads5 masked_conv2d_backward(const at::Tensor& grad_output, const at::Tensor& i
                               double density, const at::Tensor& rng,
                               std::array<bool, 5> output_mask) {
   const char* op = "masked_conv2d_backward";
-  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
-  check_mask_args(op, weight, scores, args);
+  const MaskArgs args =
+      mask_args(op, weight, scores, scale, method, rescale, temperature, density, rng);
   const at::Tensor batch =
       check_conv(op, input, weight, std::nullopt, stride, padding, dilation, groups);
+  std::vector<int64_t> out_shape{batch.size(0), weight.size(0)};
+  for (int d = 0; d < 2; ++d)
+    out_shape.push_back((batch.size(2 + d) + 2 * padding[d] - dilation[d] * (weight.size(2 + d) - 1) -
+                         1) / stride[d] + 1);
+  if (input.dim() == 3) out_shape.erase(out_shape.begin());
+  check_grad(op, "grad_output", grad_output, out_shape, "weight", weight);
   const at::Tensor go = input.dim() == 3 ? grad_output.unsqueeze(0) : grad_output;
   const auto [need_input, need_weight, need_scores, need_bias, need_scale_arg] = output_mask;
   const bool need_scale = need_scale_arg && scale.has_value();

@@ -13,21 +13,9 @@ void check_linear(const char* op, const at::Tensor& input, const at::Tensor& wei
                   const OptTensor& bias) {
   TORCH_CHECK_VALUE(weight.dim() == 2, "sparseprune::", op,
                     ": weight must be 2-D (out_features, in_features), got shape ", weight.sizes());
-  TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == weight.size(1), "sparseprune::", op,
-                    ": input's last dimension must equal in_features = ", weight.size(1),
-                    ", got input of shape ", input.sizes());
-  TORCH_CHECK_TYPE(input.scalar_type() == weight.scalar_type(), "sparseprune::", op,
-                   ": input and weight must have the same dtype, got ", input.scalar_type(),
-                   " and ", weight.scalar_type());
-  check_same_device(op, "input", input, "weight", weight);
-  if (bias.has_value()) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), "sparseprune::", op,
-                      ": bias must have shape (", weight.size(0), ",), got ", bias->sizes());
-    TORCH_CHECK_TYPE(bias->scalar_type() == weight.scalar_type(), "sparseprune::", op,
-                     ": bias must have the weight's dtype ", weight.scalar_type(), ", got ",
-                     bias->scalar_type());
-    check_same_device(op, "bias", *bias, "weight", weight);
-  }
+  check_in_features(op, input, weight.size(1));
+  check_layer_input(op, input, weight);
+  check_bias(op, bias, weight.size(0), "weight", weight);
 }
 
 }  // namespace
@@ -37,8 +25,8 @@ at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
                          std::string method, std::string rescale, double temperature,
                          double density, const at::Tensor& rng) {
   const char* op = "masked_linear";
-  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
-  check_mask_args(op, weight, scores, args);
+  const MaskArgs args =
+      mask_args(op, weight, scores, scale, method, rescale, temperature, density, rng);
   check_linear(op, input, weight, bias);
   Masked m = masked_weight(op, weight, scores, args);
   if (!m.multiplier.defined()) return at::linear(input, m.weight, bias);
@@ -55,19 +43,24 @@ Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& i
                               double temperature, double density, const at::Tensor& rng,
                               std::array<bool, 5> output_mask) {
   const char* op = "masked_linear_backward";
-  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
-  check_mask_args(op, weight, scores, args);
+  const MaskArgs args =
+      mask_args(op, weight, scores, scale, method, rescale, temperature, density, rng);
   check_linear(op, input, weight, std::nullopt);
   const auto [need_input, need_weight, need_scores, need_bias, need_scale_arg] = output_mask;
   const bool need_scale = need_scale_arg && scale.has_value();
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
-  const at::Tensor go = grad_output.reshape({-1, out_features});  // (batch, out)
+  std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
+  out_shape.back() = out_features;
+  check_grad(op, "grad_output", grad_output, out_shape, "weight", weight);
+  // Explicit sizes: -1 cannot be inferred when a dimension is 0 (a zero-width layer).
+  const int64_t batch = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
+  const at::Tensor go = grad_output.reshape({batch, out_features});
   at::Tensor grad_input, grad_bias;
   MaskGrads grads;
   // One weight-sized buffer: first dLoss/d(masked weight), then the masked weight itself.
   at::Tensor buffer;
   if (need_weight || need_scores || need_scale) {
-    buffer = at::mm(go.t(), input.reshape({-1, in_features})).contiguous();  // (out, in)
+    buffer = at::mm(go.t(), input.reshape({batch, in_features})).contiguous();  // (out, in)
     grads = mask_backward(op, buffer, weight, scores, args, need_weight, need_scores, need_scale,
                           /*masked_into_grad=*/need_input);
   } else if (need_input) {

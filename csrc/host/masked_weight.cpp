@@ -10,9 +10,10 @@ namespace host {
 at::Tensor masked_weight(const at::Tensor& weight, const at::Tensor& scores,
                          const OptTensor& scale, std::string method, std::string rescale,
                          double temperature, double density, const at::Tensor& rng) {
-  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
-  check_mask_args("masked_weight", weight, scores, args);
-  return full_masked_weight("masked_weight", weight, scores, args);
+  const char* op = "masked_weight";
+  const MaskArgs args =
+      mask_args(op, weight, scores, scale, method, rescale, temperature, density, rng);
+  return full_masked_weight(op, weight, scores, args);
 }
 
 Grads3 masked_weight_backward(const at::Tensor& grad, const at::Tensor& weight,
@@ -20,8 +21,8 @@ Grads3 masked_weight_backward(const at::Tensor& grad, const at::Tensor& weight,
                               std::string rescale, double temperature, double density,
                               const at::Tensor& rng, std::array<bool, 3> output_mask) {
   const char* op = "masked_weight_backward";
-  const MaskArgs args{std::move(method), std::move(rescale), scale, temperature, density, rng};
-  check_mask_args(op, weight, scores, args);
+  const MaskArgs args =
+      mask_args(op, weight, scores, scale, method, rescale, temperature, density, rng);
   TORCH_CHECK_VALUE(grad.sizes() == weight.sizes(), "sparseprune::", op,
                     ": grad must have the weight's shape ", weight.sizes(), ", got ", grad.sizes());
   check_same_device(op, "grad", grad, "weight", weight);

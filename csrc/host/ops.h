@@ -1,6 +1,5 @@
 // The op implementations behind the schemas in csrc/ops.cpp. They are device-agnostic (ATen for
-// GEMM/conv, host/mask.h for the fused passes) and registered for CPU in csrc/cpu/register.cpp and
-// for CUDA in csrc/cuda/register.cpp.
+// GEMM/conv, route.h for the fused passes) and registered for CPU and CUDA in host/register.cpp.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -1,21 +1,17 @@
 // sparseprune::reparam_weight / reparam_weight_backward: the budget-aware weight reparametrisation
 // w_hat = w * h_t(w) (include/sparseprune/reparam.h) in one fused pass each way, with the layer's
 // sum of h (the budget's cost C) and dLoss/dt reduced from per-tile partials in tile order.
-#include "../cpu/kernels/reparam_table.h"
 #include "check.h"
 #include "ops.h"
-#include "run.h"
+#include "route.h"
 
 namespace sparseprune {
 namespace host {
 namespace {
 
-const cpu::ReparamKernels& reparam_kernels() { return SP_KERNELS_FOR_ISA(cpu::reparam_kernels); }
-
 void check_reparam(const char* op, const at::Tensor& weight, const at::Tensor& t, int64_t power) {
   kernel_dtype(op, "weight", weight);
-  TORCH_CHECK_VALUE(weight.device().is_cpu() || weight.device().is_cuda(), "sparseprune::", op,
-                    ": weight must be on CPU or CUDA, got ", weight.device());
+  check_cpu_or_cuda(op, "weight", weight.device());
   TORCH_CHECK_VALUE(t.numel() == 1, "sparseprune::", op,
                     ": t must hold exactly one element (the layer's learned width), got shape ",
                     t.sizes());
@@ -24,6 +20,7 @@ void check_reparam(const char* op, const at::Tensor& weight, const at::Tensor& t
   check_same_device(op, "t", t, "weight", weight);
   TORCH_CHECK_VALUE(power >= 1 && power <= 64, "sparseprune::", op,
                     ": power (the exponent n) must be an integer in [1, 64], got ", power);
+  check_scalar_not_nan(op, "t", t);
 }
 
 at::ScalarType sum_dtype(const at::Tensor& weight) {
@@ -52,24 +49,10 @@ at::Tensor run_reparam(const char* op, ReparamParams& p, const at::Device& devic
     p.partials = partials.data_ptr<double>();
     if (device.is_cuda()) p.total = total.data_ptr<double>();
   }
-  run_pass(
-      op, device, p.numel,
-      [&](const cpu::KernelTable&, int64_t begin, int64_t end) {
-        const cpu::ReparamKernels& k = reparam_kernels();
-        (kBackward ? k.backward : k.forward)(p, begin, end);
-        return false;
-      },
-      [&] {
-#ifdef SP_WITH_CUDA
-        (kBackward ? cuda::reparam_backward : cuda::reparam_forward)(p, device.index());
-#endif
-      });
-  if (sum && device.is_cpu()) {
-    const double* part = partials.data_ptr<double>();
-    double acc = 0;
-    for (int64_t i = 0; i < partials.size(0); ++i) acc += part[i];
-    total.fill_(acc);
-  }
+  run_tiles(op, device, p,
+            kBackward ? &cpu::ReparamKernels::backward : &cpu::ReparamKernels::forward,
+            kBackward ? SP_CUDA(reparam_backward) : SP_CUDA(reparam_forward));
+  if (sum && device.is_cpu()) total.fill_(sum_in_tile_order(p.partials, partials.size(0)));
   return total;
 }
 

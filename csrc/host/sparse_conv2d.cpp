@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../cpu/dispatch.h"
+#include "check.h"
 #include "ops.h"
 #include "sparse_weight.h"
 
@@ -28,14 +29,9 @@ struct Geometry {
   int64_t batch, channels, height, width, kernel_h, kernel_w, out_h, out_w;
 };
 
-void check_pair(const char* op, const char* arg, at::IntArrayRef v, int64_t min) {
-  TORCH_CHECK_VALUE(v.size() == 2 && v[0] >= min && v[1] >= min, "sparseprune::", op, ": ", arg,
-                    " must be two integers >= ", min, ", got ", v);
-}
-
 // Stride 1: the padded images are X (see the top of the file).
-void conv_direct(SpmmParams p, const at::Tensor& x, at::Tensor& y, const Geometry& g,
-                 at::IntArrayRef padding, at::IntArrayRef dilation) {
+void conv_direct(const char* op, SpmmParams p, const at::Tensor& x, at::Tensor& y,
+                 const Geometry& g, at::IntArrayRef padding, at::IntArrayRef dilation) {
   const at::Tensor padded = padding[0] == 0 && padding[1] == 0
       ? x : at::constant_pad_nd(x, {padding[1], padding[1], padding[0], padding[0]});
   const int64_t hp = padded.size(2), wp = padded.size(3);
@@ -55,14 +51,14 @@ void conv_direct(SpmmParams p, const at::Tensor& x, at::Tensor& y, const Geometr
   p.y = pitched.data_ptr<float>();
   p.y_row_stride = g.out_h * wp;
   p.y_batch_stride = y.size(1) * g.out_h * wp;
-  run_spmm(p, x.device());
+  run_spmm(op, p, x.device());
   if (wp != g.out_w) y.copy_(pitched.narrow(3, 0, g.out_w));
 }
 
 // Other strides on CPU: unfold each chunk of output positions of each image into a per-thread
 // buffer (rows `chunk` floats apart), then multiply.
 void conv_cpu_unfolded(SpmmParams p, const Im2colParams& image, const Geometry& g) {
-  const cpu::SparseKernelTable& k = cpu::sparse_kernels();
+  const cpu::SparseKernels& k = cpu::active<cpu::SparseKernels>();
   const int64_t rows = p.w.rows, unfolded_rows = image.channels * g.kernel_h * g.kernel_w;
   const int64_t positions = g.out_h * g.out_w;
   int64_t chunk = kChunkBytes / (4 * std::max<int64_t>(1, unfolded_rows)) / 16 * 16;
@@ -90,7 +86,7 @@ void conv_cpu_unfolded(SpmmParams p, const Im2colParams& image, const Geometry& 
 }
 
 // Other strides on CUDA: ATen's unfold of as many images as fit kDeviceChunkBytes per launch.
-void conv_device_unfolded(SpmmParams p, const at::Tensor& x, const Geometry& g,
+void conv_device_unfolded(const char* op, SpmmParams p, const at::Tensor& x, const Geometry& g,
                           at::IntArrayRef stride, at::IntArrayRef padding,
                           at::IntArrayRef dilation) {
   const int64_t unfolded_rows = g.channels * g.kernel_h * g.kernel_w;
@@ -107,7 +103,7 @@ void conv_device_unfolded(SpmmParams p, const at::Tensor& x, const Geometry& g,
     q.x = unfolded.data_ptr<float>();
     q.y += n0 * p.y_batch_stride;
     q.batch = count;
-    run_spmm(q, x.device());
+    run_spmm(op, q, x.device());
   }
 }
 
@@ -124,20 +120,12 @@ at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& values,
                     "sparseprune::", op,
                     ": weight_shape must be (out_channels, in_channels / groups, kh, kw) with "
                     "positive in_channels and kernel size, got ", weight_shape);
-  check_pair(op, "stride", stride, 1);
-  check_pair(op, "padding", padding, 0);
-  check_pair(op, "dilation", dilation, 1);
   const int64_t out_channels = weight_shape[0], kh = weight_shape[2], kw = weight_shape[3];
-  TORCH_CHECK_VALUE(groups >= 1 && out_channels % groups == 0, "sparseprune::", op,
-                    ": groups must be >= 1 and divide out_channels = ", out_channels, ", got ",
-                    groups);
+  check_conv2d_options(op, stride, padding, dilation, groups, out_channels);
   const int64_t cols = weight_shape[1] * kh * kw;
   const SparseWeight w = sparse_weight(op, values, row_ptr, indices, format, out_channels, cols);
   check_input(op, input, values);
-  TORCH_CHECK_VALUE(input.dim() == 3 || input.dim() == 4, "sparseprune::", op,
-                    ": input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape ",
-                    input.sizes());
-  const at::Tensor x = (input.dim() == 3 ? input.unsqueeze(0) : input).contiguous();
+  const at::Tensor x = conv2d_batch(op, input).contiguous();
   Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), kh, kw, 0, 0};
   TORCH_CHECK_VALUE(g.channels == weight_shape[1] * groups, "sparseprune::", op, ": input has ",
                     g.channels, " channels but the weight expects ", weight_shape[1] * groups,
@@ -151,7 +139,7 @@ at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& values,
   g.out_h = (g.height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
   g.out_w = (g.width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
   at::Tensor bias_holder;
-  const float* b = checked_bias(op, bias, out_channels, values, bias_holder);
+  const float* b = checked_bias(op, bias, out_channels, input, bias_holder);
   at::Tensor y = at::empty({g.batch, out_channels, g.out_h, g.out_w}, x.options());
 
   SpmmParams p;
@@ -165,14 +153,14 @@ at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& values,
   p.batch = g.batch;
   if (y.numel() > 0) {
     if (stride[0] == 1 && stride[1] == 1) {
-      conv_direct(p, x, y, g, padding, dilation);
+      conv_direct(op, p, x, y, g, padding, dilation);
     } else if (x.device().is_cpu()) {
       const Im2colParams im{x.data_ptr<float>(), g.channels, g.height, g.width, kh, kw,
                             stride[0], stride[1], padding[0], padding[1], dilation[0],
                             dilation[1], g.out_h, g.out_w};
       conv_cpu_unfolded(p, im, g);
     } else {
-      conv_device_unfolded(p, x, g, stride, padding, dilation);
+      conv_device_unfolded(op, p, x, g, stride, padding, dilation);
     }
   }
   return input.dim() == 3 ? y.squeeze(0) : y;

@@ -2,6 +2,7 @@
 // Batch 1 runs the sparse x vector kernel; larger batches transpose the input once so that every
 // kept weight scales a contiguous row of it (the sparse x dense kernel), and write the output in
 // its usual (batch, out_features) layout directly.
+#include "check.h"
 #include "ops.h"
 #include "sparse_weight.h"
 
@@ -18,11 +19,9 @@ at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& values,
   const SparseWeight w =
       sparse_weight(op, values, row_ptr, indices, format, out_features, in_features);
   check_input(op, input, values);
-  TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == in_features, "sparseprune::", op,
-                    ": input's last dimension must equal in_features = ", in_features,
-                    ", got input of shape ", input.sizes());
+  check_in_features(op, input, in_features);
   at::Tensor bias_holder;
-  const float* b = checked_bias(op, bias, out_features, values, bias_holder);
+  const float* b = checked_bias(op, bias, out_features, input, bias_holder);
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = out_features;
@@ -35,7 +34,7 @@ at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& values,
     p.bias = b;
     p.x = x.data_ptr<float>();
     p.y = y.data_ptr<float>();
-    run_spmv(p, x.device());
+    run_spmv(op, p, x.device());
   } else if (batch > 1) {
     const at::Tensor xt = x.t().contiguous();  // (in_features, batch)
     const at::Tensor offsets = strided_rows(in_features, batch, x.device());
@@ -49,7 +48,7 @@ at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& values,
     p.y = y.data_ptr<float>();
     p.y_row_stride = 1;  // Y[n, c] of the kernel is output element (c, n)
     p.y_col_stride = out_features;
-    run_spmm(p, x.device());
+    run_spmm(op, p, x.device());
   }
   return y.view(out_shape);
 }

@@ -18,30 +18,34 @@ struct SparseWeight {
   SparseMatrix matrix;
 };
 
-// Checks the tensors of a rows x cols compressed weight for `op` (dtypes, shapes, devices, and on
-// CPU the two ends of row_ptr) and views them as a SparseMatrix. format: "csr" or "bitmap".
-// The structure in between (ascending columns, offsets, bit counts) is checked once, when the
-// weight is built or loaded (sparseprune/sparse.py), not on every call.
+// Checks the tensors of a rows x cols compressed weight for `op` (dtypes, shapes, devices) and
+// views them as a SparseMatrix. format: "csr" or "bitmap".
+// And the structure, on every call, so that no input makes a kernel read out of bounds: row_ptr
+// rises from 0 to the number of values, CSR columns lie in [0, cols), a bitmap row sets as many
+// bits as it has values and none past the last column. O(rows + nnz) (bitmap: one popcount per
+// word); on CUDA a few reductions and one host sync. (Ascending CSR columns are checked where a
+// weight is built, sparseprune/ops/formats.py: the kernels' sums do not depend on the order.)
 SparseWeight sparse_weight(const char* op, const at::Tensor& values, const at::Tensor& row_ptr,
                            const at::Tensor& indices, const std::string& format, int64_t rows,
                            int64_t cols);
 
-// The optional bias: float32, (rows,), on the values' device. Returns its data or nullptr.
-const float* checked_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t rows,
-                          const at::Tensor& values, at::Tensor& holder);
-
 // input must be float32 on the weight's device (a TypeError / ValueError naming it otherwise).
 void check_input(const char* op, const at::Tensor& input, const at::Tensor& values);
+
+// The optional bias (check_bias against the checked input) as contiguous float32 data kept alive
+// by `holder`, or nullptr.
+const float* checked_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t rows,
+                          const at::Tensor& input, at::Tensor& holder);
 
 // Row offsets 0, stride, 2 stride, ... (rows entries, int64) on `device`: X rows `stride` apart.
 at::Tensor strided_rows(int64_t rows, int64_t stride, const at::Device& device);
 
 // y = W x for one vector x (p.x, p.y set), on x's device.
-void run_spmv(const SpmvParams& p, const at::Device& device);
+void run_spmv(const char* op, const SpmvParams& p, const at::Device& device);
 
 // Y = W X for p.batch problems, on the device; on CPU spread over all threads in tasks of
 // (problem, chunk of columns, block of rows).
-void run_spmm(const SpmmParams& p, const at::Device& device);
+void run_spmm(const char* op, const SpmmParams& p, const at::Device& device);
 
 }  // namespace host
 }  // namespace sparseprune

@@ -5,7 +5,7 @@
 #include <mutex>
 
 #include "check.h"
-#include "run.h"
+#include "route.h"
 
 namespace sparseprune {
 namespace host {
@@ -26,18 +26,15 @@ TopkParams topk_params(const at::Tensor& weight, const at::Tensor& scores) {
 Histogram histogram(const char* op, const TopkParams& p, const DigitHistogram& step,
                     const at::Device& device) {
   Histogram hist{};
-  if (device.is_cuda()) {
-#ifdef SP_WITH_CUDA
-    at::Tensor counts = at::zeros({kHistogramBins}, at::TensorOptions().dtype(at::kLong).device(device));
-    cuda::topk_histogram(p, step, counts.data_ptr<int64_t>(), device.index());
+  if (on_cuda(op, device)) {
+    at::Tensor counts =
+        at::zeros({kHistogramBins}, at::TensorOptions().dtype(at::kLong).device(device));
+    launch(SP_CUDA(topk_histogram), device, p, step, counts.data_ptr<int64_t>());
     counts = counts.cpu();  // the next digit depends on it: one sync per radix step
     std::copy_n(counts.data_ptr<int64_t>(), kHistogramBins, hist.begin());
-#else
-    no_cuda(op);
-#endif
     return hist;
   }
-  const cpu::KernelTable& k = cpu::kernels();
+  const cpu::MaskKernels& k = cpu::active<cpu::MaskKernels>();
   std::mutex merge;
   at::parallel_for(0, num_tiles(p.numel), kGrainTiles, [&](int64_t begin, int64_t end) {
     Histogram local{};
@@ -77,17 +74,12 @@ void select_threshold(const char* op, TopkParams& p, const at::Device& device, i
   p.threshold = prefix;
   if (remaining == ties) return;  // every key equal to the threshold is kept
   at::Tensor per_tile = at::empty({num_tiles(p.numel)}, tile_options);
-  run_pass(
-      op, device, p.numel,
-      [&](const cpu::KernelTable& kt, int64_t b, int64_t e) {
-        kt.topk_count_ties(p, b, e, per_tile.data_ptr<int64_t>() );
-        return false;
-      },
-      [&] {
-#ifdef SP_WITH_CUDA
-        cuda::topk_count_ties(p, per_tile.data_ptr<int64_t>(), device.index());
-#endif
-      });
+  int64_t* tile_ties = per_tile.data_ptr<int64_t>();
+  auto count_ties = [&](const cpu::MaskKernels& kt, int64_t begin, int64_t end) {
+    kt.topk_count_ties(p, begin, end, tile_ties);
+    return false;
+  };
+  route<cpu::MaskKernels>(op, device, p.numel, count_ties, SP_CUDA(topk_count_ties), p, tile_ties);
   const at::Tensor before = per_tile.cumsum(0) - per_tile;
   tie_quota = (remaining - before).clamp(0).minimum(per_tile).contiguous();
   p.tie_quota = tie_quota.data_ptr<int64_t>();
@@ -108,7 +100,7 @@ at::Tensor topk_forward(const char* op, const at::Tensor& weight, const at::Tens
   if (p.numel == 0) return masked;
   select_threshold(op, p, weight.device(), top_k_count(density, p.numel), tie_quota);
   const bool nan =
-      run_tiles(op, weight.device(), p, &cpu::KernelTable::topk_forward, SP_CUDA_FN(topk_forward));
+      run_tiles(op, weight.device(), p, &cpu::MaskKernels::topk_forward, SP_CUDA(topk_forward));
   check_no_nan(op, nan);
   return masked;
 }
@@ -126,7 +118,8 @@ void topk_backward(const char* op, const at::Tensor& grad, const at::Tensor& wei
   // The mask is recomputed, not saved: the selection is a few reads of the scores.
   if (p.grad_weight || p.masked)
     select_threshold(op, p, weight.device(), top_k_count(density, p.numel), tie_quota);
-  run_tiles(op, weight.device(), p, &cpu::KernelTable::topk_backward, SP_CUDA_FN(topk_backward));
+  check_no_nan(op, run_tiles(op, weight.device(), p, &cpu::MaskKernels::topk_backward,
+                             SP_CUDA(topk_backward)));
 }
 
 }  // namespace host

@@ -62,6 +62,24 @@ class Recipe:
             return self.lrs[group]
         return self.WEIGHTS_LR if group == "weights" else self.lrs[self.main_group]
 
+    def learning_rates(self, groups: Sequence[str], lr: Optional[float] = None,
+                       overrides: Optional[dict[str, float]] = None) -> dict[str, float]:
+        """The learning rate of each of ``groups`` (the parameter groups a model has): the
+        recipe's, ``lr`` for the main group (the recipe's first that is present), then
+        ``overrides`` by name. Names in ``overrides`` that are not in ``groups`` raise ValueError."""
+        overrides = overrides or {}
+        unknown = sorted(set(overrides) - set(groups))
+        if unknown:
+            raise ValueError(f"no parameter group {', '.join(unknown)} in this model; groups: "
+                             f"{', '.join(groups) or '(none)'}")
+        main = self.main_group if self.main_group in groups else next(iter(groups), None)
+        out = {}
+        for name in groups:
+            rate = overrides.get(name, lr if name == main and lr is not None else self.lr(name))
+            out[name] = V.finite_number(f"learning rate of {name!r}", rate, minimum=0.0,
+                                        strict=True)
+        return out
+
 
 class TrainingHooks:
     """What a method needs from a training loop besides forward, backward and the optimizer step,
@@ -95,7 +113,7 @@ class MaskMethod(ABC):
 
     One instance per layer (it may hold per-layer state). Subclasses set ``name``, take their
     options as keyword arguments of ``__init__`` (validated there) and implement :meth:`attach`,
-    :meth:`forward`, :meth:`final_mask`; the rest have defaults.
+    :meth:`weight`, :meth:`final_mask`; the rest have defaults.
     """
 
     name: ClassVar[str] = ""
@@ -110,6 +128,10 @@ class MaskMethod(ABC):
     # finalize(density=...) imposes it.
     density_role: ClassVar[str] = "final"
     recipe: ClassVar[Recipe] = Recipe({"scores": 0.1}, source="generic default")
+    # True for methods that sample noise: their layers keep a noise stream (``layer.rng``).
+    stochastic: ClassVar[bool] = False
+    # What ranking_scores are, for plots and reports.
+    score_label: ClassVar[str] = "score"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -131,8 +153,14 @@ class MaskMethod(ABC):
         """Register the method's parameters on ``layer`` (e.g. ``layer.scores``) and prepare its weight."""
 
     @abstractmethod
+    def weight(self, layer: "MaskedLayer") -> Tensor:
+        """The weight the layer computes with at this forward (differentiable; sampled in
+        training for stochastic methods, the final weight where the method says so)."""
+
     def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
-        """The layer's output, in training or in eval mode."""
+        """The layer's output, in training or in eval mode (default: the layer's computation with
+        :meth:`weight`; methods with a fused op use it where the layer type has one)."""
+        return layer.dense(input, self.weight(layer))
 
     @abstractmethod
     def final_mask(self, layer: "MaskedLayer") -> Tensor:

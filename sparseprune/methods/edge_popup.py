@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate as V
+from .. import functional as SF
 from ..select import select_top
 from .base import MaskMethod, Recipe, register
 from .init import init_weight_, kaiming_uniform_scores
@@ -36,6 +37,7 @@ class EdgePopup(MaskMethod):
 
     name = "edge_popup"
     density_role = "option"
+    score_label = "|score|"
     recipe = Recipe({"scores": 0.1}, weight_decay=1e-4, lr_schedule="cosine",
                     source="METHODS.md 3.4 (hidden-networks small-scale configs)")
 
@@ -62,8 +64,13 @@ class EdgePopup(MaskMethod):
         if layer.bias is not None:
             layer.bias.requires_grad_(self.train_weights)
 
+    def weight(self, layer: "MaskedLayer") -> Tensor:
+        return SF.edge_popup_weight(layer.weight, layer.scores, density=self.density)
+
     def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
-        return layer.fused(input, "edge_popup", density=self.density)
+        if layer.fusable:
+            return layer.fused(input, "edge_popup", density=self.density)
+        return layer.dense(input, self.weight(layer))
 
     def final_mask(self, layer: "MaskedLayer") -> Tensor:
         return select_top([self.ranking_scores(layer)], self.density)[0]

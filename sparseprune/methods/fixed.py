@@ -36,6 +36,7 @@ class FixedMask(MaskMethod):
     name = "fixed"
     parameter_names = ()
     standalone = False
+    score_label = "|w| of the kept weights (pruned ones have none)"
     recipe = Recipe({"weights": 0.1}, weight_decay=1e-4, lr_schedule="cosine",
                     source="common small-scale setting; METHODS.md section 9")
 
@@ -46,8 +47,8 @@ class FixedMask(MaskMethod):
         mask = torch.ones(layer.weight.shape, dtype=torch.bool, device=layer.weight.device)
         layer.register_buffer("mask", mask, persistent=True)
 
-    def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
-        return layer.dense(input, self.masked_weight(layer))
+    def weight(self, layer: "MaskedLayer") -> Tensor:
+        return self.masked_weight(layer)
 
     @staticmethod
     def masked_weight(layer: "MaskedLayer") -> Tensor:

@@ -48,6 +48,8 @@ class HardConcrete(MaskMethod):
     name = "hard_concrete"
     parameter_names = ("log_alpha",)
     density_role = "learned"
+    stochastic = True
+    score_label = "log_alpha"
     recipe = Recipe({"weights": 1e-3, "log_alpha": 1e-2}, optimizer="adam",
                     source="METHODS.md 5.5 (Adam 1e-3; log_alpha 1e-2 so a short run reaches "
                            "its budget)")
@@ -82,12 +84,12 @@ class HardConcrete(MaskMethod):
         """The deterministic test-time gates ``z_hat`` (log_alpha's shape)."""
         return SF.hard_concrete_gate(layer.log_alpha, **self._options())
 
-    def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
+    def weight(self, layer: "MaskedLayer") -> Tensor:
         if layer.training:
-            z = SF.hard_concrete_sample(layer.log_alpha, **self._options())
+            z = SF.hard_concrete_sample(layer.log_alpha, rng=layer.next_rng(), **self._options())
         else:
             z = self.gates(layer)
-        return layer.dense(input, layer.weight * z.to(layer.weight.dtype))
+        return layer.weight * z.to(layer.weight.dtype)
 
     def budget_mass(self, layer: "MaskedLayer") -> Tensor:
         """Expected number of kept weights: ``sum_j P(z_j != 0)`` times the weights per gate."""

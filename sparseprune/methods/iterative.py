@@ -178,11 +178,11 @@ class LotteryTicket(IterativeMask):
         steps = -1 if self.rewind_step == 0 else 0
         layer.register_buffer("forward_steps", torch.tensor(steps), persistent=True)
 
-    def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
+    def weight(self, layer: "MaskedLayer") -> Tensor:
         if self.rewind_step and layer.training and torch.is_grad_enabled() \
                 and int(layer.forward_steps) >= 0:
             self._count_step(layer)
-        return super().forward(layer, input)
+        return super().weight(layer)
 
     @torch.no_grad()
     def _count_step(self, layer: "MaskedLayer") -> None:

@@ -42,6 +42,7 @@ class Reparam(MaskMethod):
     name = "reparam"
     parameter_names = ("t",)
     density_role = "learned"
+    score_label = "|t w| (h(w) >= 1/2 kept)"
     recipe = Recipe({"weights": 1e-3, "t": 1.0}, optimizer="adam",
                     source="METHODS.md 4.3 (unconfirmed; t needs its own, larger rate)")
 
@@ -67,9 +68,8 @@ class Reparam(MaskMethod):
         self._cached = (h_sum, layer.weight, layer.weight._version, layer.t, layer.t._version)
         return w_hat, h_sum
 
-    def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
-        w_hat, _ = self._weight_and_sum(layer)
-        return layer.dense(input, w_hat)
+    def weight(self, layer: "MaskedLayer") -> Tensor:
+        return self._weight_and_sum(layer)[0]
 
     def budget_mass(self, layer: "MaskedLayer") -> Tensor:
         """The layer's sum of h (differentiable): the one the last forward computed if the weight

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate as V
+from .. import functional as SF
 from .base import MaskMethod, Recipe, register
 from .init import signed_std_
 
@@ -21,6 +22,8 @@ class StochasticMethod(MaskMethod):
 
     parameter_names = ("scores", "scale")
     density_role = "learned"
+    stochastic = True
+    score_label = "logit (scores; kept when >= 0)"
 
     def __init__(self, rescale: Optional[str] = None, signed_constant: bool = False,
                  init_logit: float = 0.0, train_weights: bool = False,
@@ -49,11 +52,23 @@ class StochasticMethod(MaskMethod):
     def _fused_options(self) -> dict:
         return {}
 
+    def _sampling(self, layer: "MaskedLayer") -> bool:
+        return layer.training or self.sample_in_eval
+
+    def _options(self, layer: "MaskedLayer") -> dict:
+        return dict(scale=layer.scale, rescale=self.rescale, rng=layer.next_rng(),
+                    **self._fused_options())
+
+    def weight(self, layer: "MaskedLayer") -> Tensor:
+        if not self._sampling(layer):
+            return self.final_weight(layer)
+        return SF.masked_weight(layer.weight, layer.scores, method=self.name,
+                                **self._options(layer))
+
     def forward(self, layer: "MaskedLayer", input: Tensor) -> Tensor:
-        if layer.training or self.sample_in_eval:
-            return layer.fused(input, self.name, scale=layer.scale, rescale=self.rescale,
-                               **self._fused_options())
-        return layer.dense(input, self.final_weight(layer))
+        if self._sampling(layer) and layer.fusable:
+            return layer.fused(input, self.name, **self._options(layer))
+        return layer.dense(input, self.weight(layer))
 
     def budget_mass(self, layer: "MaskedLayer") -> Tensor:
         """The expected number of kept weights, ``sum(sigmoid(scores))`` (in float32 at least)."""

@@ -1,14 +1,28 @@
-"""Masked layers: ``nn.Linear`` / ``nn.Conv2d`` whose weight is masked by a pruning method.
+"""Masked layers: layers whose weight is masked by a pruning method.
 
 The layer owns the weight and bias (and the geometry); its :class:`~sparseprune.methods.MaskMethod`
 owns the mask parameters (``scores``, ``scale``, ...) registered on the layer, so ``state_dict``
-keys are ``weight``, ``bias``, ``scores``, ``scale``. Forward asks the method, which calls back
-:meth:`MaskedLayer.fused` (the fused masked op) or :meth:`MaskedLayer.dense` (an explicit weight).
+keys are the plain layer's (``weight``, ``bias``) plus ``scores``, ``scale``, ... Forward asks the
+method, which calls back :meth:`MaskedLayer.fused` (one fused masked op, where the layer type has
+one) or :meth:`MaskedLayer.dense` (the layer's computation with an explicit, already masked
+weight, e.g. ``method.weight(layer)``).
+
+A method that samples noise gets a stream of its own on the layer: the buffer ``rng`` holds
+``[seed, step]``; the seed is drawn from torch's default generator when the method is attached
+(``torch.manual_seed`` before ``convert`` reproduces a run), each sampling forward uses
+``[seed, step]`` and advances ``step``. So a deep copy samples what the original would, DDP ranks
+(which broadcast buffers) sample the same masks whatever their own seeds, and checkpoints resume
+the stream.
+
+Layer types: :class:`MaskedLinear` (here, with :class:`MaskedHFConv1D`, the transposed linear of
+Hugging Face GPT-2), convolutions in :mod:`.conv`, attention in :mod:`.attention`, embeddings in
+:mod:`.embedding`; which plain module becomes which is :mod:`.coverage`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,14 +30,23 @@ from torch import Tensor, nn
 
 from .. import functional as SF
 from ..methods import MaskMethod, create
+from ..ops.rng import new_stream
 
 
-class MaskedLayer:
-    """What the masked layers share; mixed into the ``nn.Linear`` / ``nn.Conv2d`` subclasses."""
+def _no_fast_path(module: nn.Module, args: Any) -> None:
+    """A forward pre-hook that does nothing. nn.TransformerEncoderLayer's inference fast path reads
+    the weights of its linear and attention layers directly, which would bypass the masks; a
+    registered hook is its documented opt-out."""
+
+
+class MaskedLayer(ABC):
+    """What the masked layers share; mixed into subclasses of the plain layer types."""
 
     method: MaskMethod
     weight: nn.Parameter
     bias: Optional[nn.Parameter]
+    # Whether fused() runs one fused masked op (masked weight and GEMM/convolution together).
+    fusable: ClassVar[bool] = False
 
     def set_method(self, method: str | MaskMethod, **options: Any) -> None:
         """Attach a pruning method (a name plus options, or an instance)."""
@@ -34,21 +57,44 @@ class MaskedLayer:
         else:
             self.method = create(method, **options)
         self.method.attach(self)
+        if self.method.stochastic:
+            self.register_buffer("rng", new_stream(device=self.weight.device), persistent=True)
+        if not getattr(self, "_fast_path_hook", None):
+            self._fast_path_hook = self.register_forward_pre_hook(_no_fast_path)
 
     def forward(self, input: Tensor) -> Tensor:
         return self.method.forward(self, input)
 
-    # Each layer type also defines:
-    #   fused(input, method, **kwargs): the output with the weight masked by the fused op of
-    #       `method` (the training path);
-    #   dense(input, weight): the output with an explicit, already masked weight;
-    #   to_dense(weight): a plain nn.Linear / nn.Conv2d twin carrying `weight`.
+    @torch.no_grad()
+    def next_rng(self) -> Tensor:
+        """This forward's ``[seed, offset]`` (a CPU int64 tensor) from the layer's stream, which it
+        advances."""
+        # Out of place, then one copy: under torch.compile a clone followed by an in-place update
+        # of the buffer handed the advanced pair to backward.
+        rng = self.rng + 0
+        self.rng.copy_(torch.stack((rng[0], rng[1] + 1)))
+        return rng if rng.device.type == "cpu" else rng.cpu()
+
+    def fused(self, input: Tensor, method: str, **options: Any) -> Tensor:
+        """The output with the weight masked by ``method``'s fused op (:func:`sparseprune.functional.
+        masked_weight` options). Layer types without a fused op mask the weight, then compute."""
+        return self.dense(input, SF.masked_weight(self.weight, self.scores, method=method,
+                                                  **options))
+
+    @abstractmethod
+    def dense(self, input: Tensor, weight: Tensor) -> Tensor:
+        """The layer's output computed with ``weight`` in place of its own."""
+
+    @abstractmethod
+    def to_dense(self, weight: Tensor) -> nn.Module:
+        """A plain twin of this layer carrying ``weight`` (and copies of its other parameters)."""
 
     def _method_repr(self) -> str:
         return f"method={self.method!r}" if hasattr(self, "method") else "method=None"
 
 
-def _with_parameters(dense: nn.Module, weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
+def with_parameters(dense: nn.Module, weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
+    """``dense`` (built on the meta device) carrying copies of ``weight`` and ``bias``."""
     dense.weight = nn.Parameter(weight.detach().clone())
     if bias is not None:
         dense.bias = nn.Parameter(bias.detach().clone())
@@ -60,6 +106,8 @@ class MaskedLinear(MaskedLayer, nn.Linear):
 
         layer = MaskedLinear(784, 300, method="aslp", rescale="smart")
     """
+
+    fusable = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
                  dtype=None, *, method: str | MaskMethod | None = "aslp", **options: Any):
@@ -75,16 +123,17 @@ class MaskedLinear(MaskedLayer, nn.Linear):
                     device="meta", method=None)
         layer.weight, layer.bias = linear.weight, linear.bias
         layer.set_method(method, **options)
-        return layer
+        return layer.train(linear.training)
 
     def to_dense(self, weight: Tensor) -> nn.Linear:
         """A plain ``nn.Linear`` with this geometry, the given weight and a copy of the bias."""
         dense = nn.Linear(self.in_features, self.out_features, self.bias is not None,
                           device="meta")
-        return _with_parameters(dense, weight, self.bias).train(self.training)
+        return with_parameters(dense, weight, self.bias).train(self.training)
 
-    def fused(self, input: Tensor, method: str, **kwargs: Any) -> Tensor:
-        return SF.masked_linear(input, self.weight, self.scores, self.bias, method=method, **kwargs)
+    def fused(self, input: Tensor, method: str, **options: Any) -> Tensor:
+        return SF.masked_linear(input, self.weight, self.scores, self.bias, method=method,
+                                **options)
 
     def dense(self, input: Tensor, weight: Tensor) -> Tensor:
         return F.linear(input, weight, self.bias)
@@ -93,51 +142,39 @@ class MaskedLinear(MaskedLayer, nn.Linear):
         return f"{nn.Linear.extra_repr(self)}, {self._method_repr()}"
 
 
-class MaskedConv2d(MaskedLayer, nn.Conv2d):
-    """``nn.Conv2d`` with a learned mask. Extra arguments are the method and its options::
+class MaskedHFConv1D(MaskedLayer, nn.Module):
+    """Hugging Face's ``Conv1D`` (every linear map of GPT-2): a linear layer whose weight is stored
+    transposed, ``(in_features, out_features)``, computing ``x @ weight + bias``. The scores have
+    the weight's (stored) shape; the fused op runs on the transposed views."""
 
-        layer = MaskedConv2d(3, 64, 3, padding="same", method="aslp")
-    """
+    fusable = True
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 device=None, dtype=None, *, method: str | MaskMethod | None = "aslp",
-                 **options: Any):
-        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                           groups, bias, padding_mode, device, dtype)
-        if method is not None:
-            self.set_method(method, **options)
+    def __init__(self, plain: nn.Module, method: str | MaskMethod = "aslp", **options: Any):
+        nn.Module.__init__(self)
+        self.nf, self.nx = plain.nf, plain.weight.shape[0]
+        self.weight, self.bias = plain.weight, plain.bias
+        self._plain_type = type(plain)
+        self.set_method(method, **options)
+        self.train(plain.training)
 
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d, method: str | MaskMethod = "aslp",
-                   **options: Any) -> "MaskedConv2d":
-        """A masked layer carrying ``conv``'s own weight and bias Parameters."""
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                    conv.padding, conv.dilation, conv.groups, conv.bias is not None,
-                    conv.padding_mode, device="meta", method=None)
-        layer.weight, layer.bias = conv.weight, conv.bias
-        layer.set_method(method, **options)
-        return layer
+    def from_dense(cls, plain: nn.Module, method: str | MaskMethod = "aslp",
+                   **options: Any) -> "MaskedHFConv1D":
+        return cls(plain, method, **options)
 
-    def to_dense(self, weight: Tensor) -> nn.Conv2d:
-        """A plain ``nn.Conv2d`` with this geometry, the given weight and a copy of the bias."""
-        dense = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                          self.padding, self.dilation, self.groups, self.bias is not None,
-                          self.padding_mode, device="meta")
-        return _with_parameters(dense, weight, self.bias).train(self.training)
+    def to_dense(self, weight: Tensor) -> nn.Module:
+        dense = self._plain_type(self.nf, self.nx)
+        return with_parameters(dense, weight, self.bias).to(weight.device).train(self.training)
 
-    def _padded(self, input: Tensor) -> tuple[Tensor, Any]:
-        if self.padding_mode == "zeros":
-            return input, self.padding
-        return F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
-
-    def fused(self, input: Tensor, method: str, **kwargs: Any) -> Tensor:
-        input, padding = self._padded(input)
-        return SF.masked_conv2d(input, self.weight, self.scores, self.bias, self.stride, padding,
-                                self.dilation, self.groups, method=method, **kwargs)
+    def fused(self, input: Tensor, method: str, **options: Any) -> Tensor:
+        return SF.masked_linear(input, self.weight.t(), self.scores.t(), self.bias, method=method,
+                                **options)
 
     def dense(self, input: Tensor, weight: Tensor) -> Tensor:
-        return self._conv_forward(input, weight, self.bias)
+        out = input.reshape(-1, self.nx) @ weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*input.shape[:-1], self.nf)
 
     def extra_repr(self) -> str:
-        return f"{nn.Conv2d.extra_repr(self)}, {self._method_repr()}"
+        return f"nf={self.nf}, nx={self.nx}, {self._method_repr()}"

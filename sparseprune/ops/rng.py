@@ -25,6 +25,14 @@ def next_rng(generator: Optional[torch.Generator] = None) -> Tensor:
     return pair if device.type == "cpu" else pair.cpu()
 
 
+def new_stream(generator: Optional[torch.Generator] = None,
+               device: torch.device | str = "cpu") -> Tensor:
+    """A fresh stream ``[seed, 0]`` (int64, on ``device``): the seed drawn from ``generator``
+    (torch's default one unless given), the step counter at 0. The masked layers keep one each."""
+    seed = next_rng(generator)[0]
+    return torch.stack((seed, torch.zeros((), dtype=torch.int64))).to(device)
+
+
 def rng_state(seed: int, offset: int = 0) -> Tensor:
     """The ``rng`` argument for a given seed and offset (each a 64-bit integer)."""
     def signed(v: int) -> int:

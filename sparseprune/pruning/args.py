@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .. import _validate as V
 from ..convert import Filter, convertible_layers
+from ..nn.coverage import kind_of
 from .batches import BatchStream
 from .scores import GRASP_SAMPLES_PER_CLASS, SCORERS, Context, Scorer
 
@@ -19,20 +20,21 @@ METHODS = tuple(SCORERS)  # "snip", "grasp", "synflow", "iter_snip", "force", "r
 
 def prunable_layers(model: nn.Module, include: Filter = None,
                     exclude: Filter = None) -> list[tuple[str, nn.Module]]:
-    """The ``nn.Linear`` / ``nn.Conv2d`` layers :func:`sparseprune.convert` would mask, by name.
-    ValueError when there is none, or when two of them share one weight tensor."""
+    """The layers :func:`sparseprune.convert` would mask, by name. ValueError when there is none,
+    or when two of them share one weight tensor."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     layers = convertible_layers(model, include, exclude)
     if not layers:
-        raise ValueError("model has no prunable layer: no nn.Linear or nn.Conv2d matched "
+        raise ValueError("model has no prunable layer: no layer of a covered kind matched "
                          f"(include={include!r}, exclude={exclude!r})")
     seen: dict[int, str] = {}
     for name, m in layers:
-        if id(m.weight) in seen:
-            raise ValueError(f"layers {seen[id(m.weight)]!r} and {name!r} share one weight; "
+        weight = kind_of(m).weight(m)
+        if id(weight) in seen:
+            raise ValueError(f"layers {seen[id(weight)]!r} and {name!r} share one weight; "
                              "exclude one of them")
-        seen[id(m.weight)] = name
+        seen[id(weight)] = name
     return layers
 
 
@@ -61,7 +63,7 @@ def scoring_context(model: nn.Module, method: str, *, data: Any,
     shape = V.input_shape(shape)
     layers = prunable_layers(model, include, exclude)
     names = [name for name, _ in layers]
-    weights = [m.weight for _, m in layers]
+    weights = [kind_of(m).weight(m) for _, m in layers]
 
     needs_stream = cls.needs_data or (method == "synflow" and shape is None)
     if needs_stream and data is None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _validate
-from ..nn.masked import MaskedConv2d, MaskedLinear
+from ..nn import MaskedConv2d, MaskedLinear
 from .masks import _check_shapes
 
 

@@ -21,32 +21,13 @@ from .config import ConfigError, RunConfig
 from .models import kaiming_normal_
 
 
-def groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters by group name: the methods' groups, then ``weights`` for the rest."""
-    out = {name: list(params) for name, params in sp.mask_parameters(model).items()}
-    taken = {id(p) for params in out.values() for p in params}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-    if rest:
-        out["weights"] = rest
-    return out
-
-
 def learning_rates(config: RunConfig, present: list[str]) -> dict[str, float]:
-    """Learning rate of each present group: the recipe, then ``--lr`` (main group), then
-    ``--group-lr``. Unknown ``--group-lr`` names raise ConfigError."""
-    recipe = methods.recipe(config.method)
-    unknown = sorted(set(config.group_lr) - set(present))
-    if unknown:
-        raise ConfigError(f"--group-lr: no parameter group {', '.join(unknown)} in this run; "
-                          f"groups: {', '.join(present) or '(none)'}")
-    main = recipe.main_group if recipe.main_group in present else (present[0] if present else None)
-    lrs = {}
-    for name in present:
-        lr = recipe.lr(name)
-        if name == main and config.lr is not None:
-            lr = config.lr
-        lrs[name] = float(config.group_lr.get(name, lr))
-    return lrs
+    """Learning rate of each present group: the method's recipe, then ``--lr`` (main group), then
+    ``--group-lr``; bad names raise ConfigError."""
+    try:
+        return methods.recipe(config.method).learning_rates(present, config.lr, config.group_lr)
+    except ValueError as exc:
+        raise ConfigError(f"--group-lr: {exc}") from None
 
 
 def build_optimizer(model: nn.Module, config: RunConfig
@@ -54,12 +35,14 @@ def build_optimizer(model: nn.Module, config: RunConfig
                                list[str]]:
     """(optimizer, scheduler or None, group names in optimizer order) for ``model``."""
     recipe = methods.recipe(config.method)
-    params = groups(model)
-    if not params:
+    try:
+        param_groups = sp.param_groups(model, lr=config.lr, lrs=config.group_lr)
+    except ValueError as exc:
+        raise ConfigError(f"--group-lr: {exc}") from None
+    if not param_groups:
         raise ConfigError(f"method {config.method!r} left no trainable parameter in model "
                           f"{config.model!r}")
-    lrs = learning_rates(config, list(params))
-    param_groups = [{"params": ps, "lr": lrs[name], "name": name} for name, ps in params.items()]
+    lrs = {g["name"]: g["lr"] for g in param_groups}
     if recipe.optimizer == "sgd":
         opt = torch.optim.SGD(param_groups, lr=lrs[next(iter(lrs))], momentum=recipe.momentum,
                               weight_decay=recipe.weight_decay)
@@ -69,7 +52,7 @@ def build_optimizer(model: nn.Module, config: RunConfig
     sched = None
     if recipe.lr_schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
-    return opt, sched, list(params)
+    return opt, sched, list(lrs)
 
 
 def init_weights(model: nn.Module, config: RunConfig) -> nn.Module:

@@ -1,5 +1,9 @@
 """CUDA: the registrations exist whenever the kernels were built (checked everywhere), and on a
-GPU the device computes the same bits as the CPU (skipped without one)."""
+GPU the device draws the same random stream as the CPU and honours the current stream (skipped
+without one). The per-op CPU-vs-CUDA checks: test_cuda_masks.py (the mask passes, bit for bit),
+test_cuda_ops.py (reparam and hard-concrete bit for bit; masked linear / conv2d),
+test_cuda_sparse.py (sparse inference), test_cuda_models.py (whole training steps). `make
+gpu-check` runs them all on a GPU machine (benchmarks/gpu_check.py)."""
 
 import pytest
 import torch
@@ -8,11 +12,12 @@ import sparseprune as sp
 from sparseprune import ops
 from sparseprune.ops.rng import rng_state
 
+from cuda_helpers import (DEVICE, MASK_CONFIGS, assert_same_bits, needs_gpu, needs_real_gpu,
+                          random_inputs)
+
 OPS = ["masked_weight", "masked_weight_backward", "masked_linear", "masked_linear_backward",
        "masked_conv2d", "masked_conv2d_backward", "reparam_weight", "reparam_weight_backward",
-       "hard_concrete_sample", "hard_concrete_sample_backward"]
-
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+       "hard_concrete_sample", "hard_concrete_sample_backward", "sparse_linear", "sparse_conv2d"]
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -22,66 +27,44 @@ def test_cuda_kernels_registered_when_built(op):
 
 
 @needs_gpu
-@pytest.mark.parametrize("numel", [1, 7, 1031, 70001])
-def test_noise_matches_cpu_bit_for_bit(numel):
-    assert torch.equal(ops.philox_bits(numel, 5, 6, "cuda").cpu(), ops.philox_bits(numel, 5, 6))
-    assert torch.equal(ops.logistic_noise(numel, 5, 6, "cuda").cpu(),
-                       ops.logistic_noise(numel, 5, 6))
+@pytest.mark.parametrize("numel", [1, 7, 1031, 4096, 70001, 2**24 + 5])
+@pytest.mark.parametrize("seed,offset", [(5, 6), (2**64 - 1, 2**64 - 1), (2**63, 2**32 - 1)])
+def test_noise_matches_cpu_bit_for_bit(numel, seed, offset):
+    s, o = rng_state(seed, offset).tolist()
+    assert_same_bits([ops.philox_bits(numel, s, o), ops.logistic_noise(numel, s, o)],
+                     [ops.philox_bits(numel, s, o, DEVICE), ops.logistic_noise(numel, s, o, DEVICE)],
+                     ["philox bits", "logistic noise"])
 
 
-@needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-def test_aslp_weight_matches_cpu(dtype):
-    weight, scores = torch.randn(123, 77).to(dtype), torch.randn(123, 77)
-    scale, grad, rng = torch.tensor([1.3]), torch.randn(123, 77).to(dtype), rng_state(9, 1)
+@needs_real_gpu
+@pytest.mark.parametrize("config", list(MASK_CONFIGS))
+def test_kernels_run_on_the_current_stream(config):
+    """On a side stream (the host's reductions and Edge-Popup's histogram copies included) the
+    results are those of the default stream."""
+    method, rescale, density = MASK_CONFIGS[config]
+    weight, scores, grad = (t.to(DEVICE) for t in random_inputs((129, 257), (torch.float32,) * 3, 1))
+    scale = torch.tensor([1.3], device=DEVICE) if rescale == "smart" else None
+    rng = rng_state(8, 9)
 
-    def run(device):
-        w, s, c = (t.to(device).requires_grad_() for t in (weight, scores, scale))
-        out = ops.aslp_weight(w, s, c, 0.7, rng)
-        out.backward(grad.to(device))
-        return [t.cpu() for t in (out, w.grad, s.grad)] + [c.grad.cpu()]
+    def run():
+        out = ops.masked_weight(weight, scores, scale, method, rescale, 0.7, density, rng)
+        grads = torch.ops.sparseprune.masked_weight_backward(
+            grad, weight, scores, scale, method, rescale, 0.7, density, rng,
+            [True, True, scale is not None])
+        return [out, *grads]
 
-    cpu, gpu = run("cpu"), run("cuda")
-    for a, b in zip(cpu[:3], gpu[:3]):
-        assert torch.equal(a, b)
-    torch.testing.assert_close(cpu[3], gpu[3], rtol=1e-6, atol=0)
-
-
-@needs_gpu
-def test_masked_layers_train_on_cuda():
-    model = sp.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(),
-                                           torch.nn.Linear(8 * 6 * 6, 4)), "aslp",
-                       rescale="smart").cuda()
-    model(torch.randn(2, 3, 8, 8, device="cuda")).sum().backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_reparam_weight_matches_cpu(dtype):
-    weight, grad = (torch.randn(37, 211) * 0.05).to(dtype), torch.randn(37, 211).to(dtype)
-
-    def run(device):
-        w = weight.to(device).requires_grad_()
-        t = torch.tensor([30.0], device=device, requires_grad=True)
-        w_hat, h_sum = sp.functional.reparam_weight(w, t, return_sum=True)
-        ((w_hat * grad.to(device)).sum() + 0.5 * h_sum).backward()
-        return [x.cpu() for x in (w_hat, h_sum, w.grad, t.grad)]
-
-    for a, b in zip(run("cpu"), run("cuda")):
-        assert torch.equal(a, b)
+    expect = run()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = run()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    assert_same_bits(expect, got, ["masked weight", "grad weight", "grad scores", "grad scale"])
 
 
-@needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_hard_concrete_sample_matches_cpu(dtype):
-    log_alpha, grad = (torch.randn(37, 211) * 3).to(dtype), torch.randn(37, 211).to(dtype)
-
-    def run(device):
-        la = log_alpha.to(device).requires_grad_()
-        z = ops.hard_concrete_sample(la, 2.0 / 3.0, -0.1, 1.1, rng_state(4, 8))
-        z.backward(grad.to(device))
-        return [x.cpu() for x in (z, la.grad)]
-
-    for a, b in zip(run("cpu"), run("cuda")):
-        assert torch.equal(a, b)
+@needs_real_gpu
+def test_ops_refuse_mixed_devices():
+    with pytest.raises(ValueError, match="same device"):
+        ops.masked_weight(torch.randn(3, 4, device=DEVICE), torch.randn(3, 4), None, "aslp",
+                          "none", 1.0, 1.0, rng_state(1, 2))

@@ -46,8 +46,8 @@ class SoftGate(MaskMethod):
     def attach(self, layer) -> None:
         layer.scores = nn.Parameter(torch.full_like(layer.weight, self.init_logit))
 
-    def forward(self, layer, input: Tensor) -> Tensor:
-        return layer.dense(input, layer.weight * torch.sigmoid(layer.scores))
+    def weight(self, layer) -> Tensor:
+        return layer.weight * torch.sigmoid(layer.scores)
 
     def final_mask(self, layer) -> Tensor:
         return layer.scores.detach() >= 0

@@ -3,34 +3,23 @@
 
 #include <sparseprune/noise.h>
 
-#include "kernels.h"
+#include "mask_kernels.h"
 
 SP_NAMESPACE_BEGIN
-namespace {
-
-template <class F>
-void logistic_group(float* out, int n, const uint32_t* bits) {
-  for (int j = 0; j < n; j += Lanes<F>::kWidth)
-    IO<F>::store(out + j, logistic_noise(uniform_open<F>(IO<F>::load_bits(bits + j))));
-}
-
-}  // namespace
 
 void run_noise(const NoiseParams& p, int64_t tile_begin, int64_t tile_end) {
-  alignas(64) uint32_t bits[kChunk];
-  const ChunkGenerator philox(p.seed, p.offset);
-  const int64_t end = tile_end * kTileElems < p.numel ? tile_end * kTileElems : p.numel;
-  for (int64_t c = tile_begin * kTileElems; c < end; c += kChunk) {
-    philox(static_cast<uint64_t>(c) / 4, bits);
-    const int n = end - c < kChunk ? static_cast<int>(end - c) : kChunk;
+  auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t, auto*) {
+    using F = decltype(lane);
     if (p.kind == NoiseKind::kBits) {
-      memcpy(static_cast<uint32_t*>(p.out) + c, bits, sizeof(uint32_t) * n);
-    } else if (n == kChunk) {
-      logistic_group<Vec>(static_cast<float*>(p.out) + c, n, bits);
-    } else {
-      logistic_group<float>(static_cast<float*>(p.out) + c, n, bits);
+      memcpy(static_cast<uint32_t*>(p.out) + first, bits, sizeof(uint32_t) * n);
+      return;
     }
-  }
+    float* out = static_cast<float*>(p.out) + first;
+    for (int j = 0; j < n; j += Lanes<F>::kWidth)
+      IO<F>::store(out + j, logistic_noise(uniform_open<F>(IO<F>::load_bits(bits + j))));
+  };
+  for_each_philox_tile<Vec, float, 0>(p.seed, p.offset, p.numel, tile_begin, tile_end, group,
+                                      kNoTotals);
 }
 
 SP_NAMESPACE_END

@@ -4,8 +4,7 @@
 // on every ISA and thread count, and the CUDA kernels' (tile_sum).
 #include <sparseprune/reparam.h>
 
-#include "kernels.h"
-#include "reparam_table.h"
+#include "tile_loops.h"
 
 SP_NAMESPACE_BEGIN
 namespace {
@@ -39,26 +38,15 @@ void reparam_group(const ReparamParams& p, int64_t first, int n, int64_t pos, Su
   }
 }
 
-// Whole 64-element chunks with the ISA's vector type, the tensor's last partial chunk one lane at
-// a time; then the tile's 16 lane sums meet in the fixed tree.
 template <bool kBackward, class V, class WT>
 void reparam_tiles(const ReparamParams& p, int64_t tile_begin, int64_t tile_end) {
-  using VectorSum = TileSums<typename PartOf<WeightLane<V, WT>>::type>;
-  using LaneSum = TileSums<WeightLane<float, WT>>;
-  for (int64_t t = tile_begin; t < tile_end; ++t) {
-    const int64_t begin = t * kTileElems;
-    const int64_t end = begin + kTileElems < p.numel ? begin + kTileElems : p.numel;
-    VectorSum vector_sums;
-    vector_sums.clear();
-    int64_t c = begin;
-    for (; c + kChunk <= end; c += kChunk)
-      reparam_group<kBackward, V, WT>(p, c, kChunk, c - begin, vector_sums);
-    LaneSum lane_sums;
-    vector_sums.spill(lane_sums.acc);
-    if (c < end)
-      reparam_group<kBackward, float, WT>(p, c, static_cast<int>(end - c), c - begin, lane_sums);
-    if (p.partials) p.partials[t] = tree_total(lane_sums.acc);
-  }
+  auto group = [&](auto lane, int64_t first, int n, int64_t pos, auto* sums) {
+    reparam_group<kBackward, decltype(lane), WT>(p, first, n, pos, sums[0]);
+  };
+  auto finish = [&](int64_t t, const double* totals) {
+    if (p.partials) p.partials[t] = totals[0];
+  };
+  for_each_tile<V, WT, 1>(p.numel, tile_begin, tile_end, group, finish);
 }
 
 template <bool kBackward>
@@ -79,13 +67,4 @@ void run_reparam_backward(const ReparamParams& p, int64_t tile_begin, int64_t ti
 }  // namespace
 SP_NAMESPACE_END
 
-namespace sparseprune {
-namespace cpu {
-
-const ReparamKernels& SP_ISA_FN(reparam_kernels)() {
-  static constexpr ReparamKernels table{SP_ISA_NAME, &run_reparam_forward, &run_reparam_backward};
-  return table;
-}
-
-}  // namespace cpu
-}  // namespace sparseprune
+SP_KERNEL_TABLE(ReparamKernels, &run_reparam_forward, &run_reparam_backward)

@@ -1,9 +1,8 @@
-// Sparse inference kernel entry points of one ISA (inside that ISA's namespace; see vec.h).
+// The sparse family's entry points of one ISA (inside that ISA's namespace; see macros.h),
+// gathered into its table by sparse_table.cpp. What each does: SparseKernels in csrc/cpu/tables.h.
 #pragma once
-#include <sparseprune/sparse_params.h>
-
-#include "sparse_simd.h"
-#include "sparse_table.h"
+#include "../simd/sparse_simd.h"
+#include "../tables.h"
 
 SP_NAMESPACE_BEGIN
 

@@ -1,13 +1,4 @@
-// This ISA's SparseKernelTable (see sparse_table.h). Constant-initialised: no static initialisers.
+// This ISA's SparseKernels table (csrc/cpu/tables.h).
 #include "sparse_kernels.h"
 
-namespace sparseprune {
-namespace cpu {
-
-const SparseKernelTable& SP_ISA_FN(sparse_kernels)() {
-  static constexpr SparseKernelTable table{SP_ISA_NAME, &spmv, &spmm, &im2col};
-  return table;
-}
-
-}  // namespace cpu
-}  // namespace sparseprune
+SP_KERNEL_TABLE(SparseKernels, &spmv, &spmm, &im2col)

@@ -1,45 +1,12 @@
 // Stochastic mask kernels (ASLP, Supermask): forward (scores, weight -> masked weight, and the
 // kept count for DWR) and backward: one pass without rescaling or with Smart Rescale, two with DWR
 // (see ste.h). The noise is regenerated from (seed, offset) in every pass; nothing is saved.
-#include "kernels.h"
+#include "mask_kernels.h"
 
 SP_NAMESPACE_BEGIN
 namespace {
 
 inline float scale_of(const StochasticParams& p) { return p.scale ? *p.scale : 1.0f; }
-
-// The loop every noise-driven pass shares: for each tile of [tile_begin, tile_end), each 64-element
-// chunk gets its Philox words and goes to group(lane, first, n, bits, tile_pos, sums) with the
-// vector lane type (a one-lane float for the tensor's last partial chunk); `sums` are K per-tile
-// accumulators in fixed lane order, whose totals go to finish(tile, totals).
-template <class V, class WT, int K, class Group, class Finish>
-void for_each_chunk(const StochasticParams& p, int64_t tile_begin, int64_t tile_end, Group&& group,
-                    Finish&& finish) {
-  using VectorSum = TileSums<typename PartOf<WeightLane<V, WT>>::type>;
-  using LaneSum = TileSums<WeightLane<float, WT>>;
-  alignas(64) uint32_t bits[kChunk];
-  const ChunkGenerator philox(p.seed, p.offset);
-  for (int64_t t = tile_begin; t < tile_end; ++t) {
-    const int64_t begin = t * kTileElems;
-    const int64_t end = begin + kTileElems < p.numel ? begin + kTileElems : p.numel;
-    VectorSum vector_sums[K];
-    for (VectorSum& s : vector_sums) s.clear();
-    int64_t c = begin;
-    for (; c + kChunk <= end; c += kChunk) {
-      philox(static_cast<uint64_t>(c) / 4, bits);
-      group(V(), c, kChunk, bits, c - begin, vector_sums);
-    }
-    LaneSum lane_sums[K];
-    for (int k = 0; k < K; ++k) vector_sums[k].spill(lane_sums[k].acc);
-    if (c < end) {
-      philox(static_cast<uint64_t>(c) / 4, bits);
-      group(float(), c, static_cast<int>(end - c), bits, c - begin, lane_sums);
-    }
-    double totals[K];
-    for (int k = 0; k < K; ++k) totals[k] = tree_total(lane_sums[k].acc);
-    finish(t, totals);
-  }
-}
 
 template <Stochastic R, class V, class ST, class WT>
 bool forward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
@@ -55,21 +22,24 @@ bool forward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_e
     auto nan = is_nan(F(0.0f));
     for (int j = 0; j < n; j += Lanes<F>::kWidth) {
       const F sv = IO<F>::load(s + j);
-      const auto keep = stochastic_keep_from_uniform<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)));
+      const auto keep =
+          stochastic_keep_from_uniform<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)));
       IO<W>::store(masked + j, masked_weight(keep, IO<W>::load(w + j), scale));
       kept[0].add(pos + j, select(keep, W(1.0f), W(0.0f)));
       nan = nan | is_nan(sv);
     }
     nan_seen = nan_seen || any(nan);
   };
-  for_each_chunk<V, WT, 1>(p, tile_begin, tile_end, group, [&](int64_t t, const double* totals) {
+  auto finish = [&](int64_t t, const double* totals) {
     if (p.partials) p.partials[t] = totals[0];
-  });
+  };
+  for_each_philox_tile<V, WT, 1>(p.seed, p.offset, p.numel, tile_begin, tile_end, group, finish);
   return nan_seen;
 }
 
 template <Stochastic R, class V, class ST, class WT>
-void backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+bool backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  bool nan_seen = false;
   auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t pos,
                    auto* scale_terms) {
     using F = decltype(lane);
@@ -82,8 +52,10 @@ void backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_
     WT* masked = out<WT>(p.masked, first);
     const W scale(scale_of(p));
     const F inv_tau(p.inv_temperature);
+    auto nan = is_nan(F(0.0f));
     for (int j = 0; j < n; j += Lanes<F>::kWidth) {
       const F sv = IO<F>::load(s + j);
+      nan = nan | is_nan(sv);
       typename Lanes<F>::M keep;
       F slope;
       keep_and_slope<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)), inv_tau, keep, slope);
@@ -96,14 +68,18 @@ void backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_
       if (masked) IO<W>::store(masked + j, masked_weight(keep, wv, scale));
       scale_terms[0].add(pos + j, term);
     }
+    nan_seen = nan_seen || any(nan);
   };
-  for_each_chunk<V, WT, 1>(p, tile_begin, tile_end, group, [&](int64_t t, const double* totals) {
+  auto finish = [&](int64_t t, const double* totals) {
     if (p.partials) p.partials[t] = totals[0];
-  });
+  };
+  for_each_philox_tile<V, WT, 1>(p.seed, p.offset, p.numel, tile_begin, tile_end, group, finish);
+  return nan_seen;
 }
 
 template <Stochastic R, class V, class ST, class WT>
-void dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+bool dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  bool nan_seen = false;
   auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t pos,
                    auto* sums) {
     using F = decltype(lane);
@@ -113,20 +89,25 @@ void dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t ti
     const WT* g = in<WT>(p.grad, first);
     float* slopes = p.slopes + first;
     const F inv_tau(p.inv_temperature);
+    auto nan = is_nan(F(0.0f));
     for (int j = 0; j < n; j += Lanes<F>::kWidth) {
       typename Lanes<F>::M keep;
       F slope;
-      keep_and_slope<R>(IO<F>::load(s + j), uniform_open<F>(IO<F>::load_bits(bits + j)), inv_tau,
-                        keep, slope);
+      const F sv = IO<F>::load(s + j);
+      nan = nan | is_nan(sv);
+      keep_and_slope<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)), inv_tau, keep, slope);
       IO<F>::store(slopes + j, pack_slope(slope, keep));
       sums[0].add(pos + j, select(keep, IO<W>::load(w + j) * IO<W>::load(g + j), W(0.0f)));
       sums[1].add(pos + j, select(keep, W(1.0f), W(0.0f)));
     }
+    nan_seen = nan_seen || any(nan);
   };
-  for_each_chunk<V, WT, 2>(p, tile_begin, tile_end, group, [&](int64_t t, const double* totals) {
+  auto finish = [&](int64_t t, const double* totals) {
     p.partials[2 * t] = totals[0];
     p.partials[2 * t + 1] = totals[1];
-  });
+  };
+  for_each_philox_tile<V, WT, 2>(p.seed, p.offset, p.numel, tile_begin, tile_end, group, finish);
+  return nan_seen;
 }
 
 // Pass 2 needs no noise: a plain elementwise loop, vector lanes then one-lane tail.
@@ -147,14 +128,13 @@ void dwr_finish_range(const StochasticParams& p, int64_t first, int64_t end) {
 
 template <class V, class ST, class WT>
 void dwr_finish_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
-  const int64_t begin = tile_begin * kTileElems;
-  const int64_t end = tile_end * kTileElems < p.numel ? tile_end * kTileElems : p.numel;
+  const int64_t begin = tile_begin * kTileElems, end = end_of_tile(p.numel, tile_end - 1);
   const int64_t vector_end = begin + (end - begin) / Lanes<V>::kWidth * Lanes<V>::kWidth;
   dwr_finish_range<V, ST, WT>(p, begin, vector_end);
   dwr_finish_range<float, ST, WT>(p, vector_end, end);
 }
 
-// Instantiates `Body<R, V, ST, WT>::run` for the rule and dtypes of p.
+// Instantiates body<R, V, ST, WT> for the rule and dtypes of p.
 #define SP_STOCHASTIC_ENTRY(name, body, ret)                                             \
   ret name(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {            \
     return visit_dtypes(p.score_dtype, p.weight_dtype, [&](auto* st, auto* wt) -> ret {  \
@@ -169,8 +149,8 @@ void dwr_finish_tiles(const StochasticParams& p, int64_t tile_begin, int64_t til
 }  // namespace
 
 SP_STOCHASTIC_ENTRY(run_stochastic_forward, forward_tiles, bool)
-SP_STOCHASTIC_ENTRY(run_stochastic_backward, backward_tiles, void)
-SP_STOCHASTIC_ENTRY(run_dwr_collect, dwr_collect_tiles, void)
+SP_STOCHASTIC_ENTRY(run_stochastic_backward, backward_tiles, bool)
+SP_STOCHASTIC_ENTRY(run_dwr_collect, dwr_collect_tiles, bool)
 
 void run_dwr_finish(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
   visit_dtypes(p.score_dtype, p.weight_dtype, [&](auto* st, auto* wt) {

@@ -2,14 +2,10 @@
 // |scores| without sorting (csrc/host/topk.cpp drives them), and the forward and backward passes
 // that apply it. The keep rule, with key = magnitude_key(s):
 //   key > threshold, or key == threshold and among the first tie_quota[tile] such keys of the tile.
-#include "kernels.h"
+#include "mask_kernels.h"
 
 SP_NAMESPACE_BEGIN
 namespace {
-
-inline int64_t tile_end_of(const TopkParams& p, int64_t t) {
-  return (t + 1) * kTileElems < p.numel ? (t + 1) * kTileElems : p.numel;
-}
 
 template <class V, class ST>
 void histogram_tiles(const TopkParams& p, const DigitHistogram& step, int64_t tile_begin,
@@ -26,7 +22,7 @@ void histogram_tiles(const TopkParams& p, const DigitHistogram& step, int64_t ti
       ++local[lane & 3][(key >> step.shift) & digit_mask];
   };
   const ST* s = static_cast<const ST*>(p.scores);
-  const int64_t begin = tile_begin * kTileElems, end = tile_end_of(p, tile_end - 1);
+  const int64_t begin = tile_begin * kTileElems, end = end_of_tile(p.numel, tile_end - 1);
   int64_t i = begin;
   for (; i + kW <= end; i += kW) {
     const U key = magnitude_key(IO<V>::load(s + i));
@@ -47,7 +43,7 @@ void count_ties_tiles(const TopkParams& p, int64_t tile_begin, int64_t tile_end,
   const ST* s = static_cast<const ST*>(p.scores);
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     int64_t ties = 0, i = t * kTileElems;
-    const int64_t end = tile_end_of(p, t);
+    const int64_t end = end_of_tile(p.numel, t);
     for (; i + kW <= end; i += kW) {
       const U key = magnitude_key(IO<V>::load(s + i));
       if (!any(key == U(p.threshold))) continue;
@@ -102,7 +98,7 @@ template <bool kBackward, class V, class ST, class WT>
 bool apply_tiles(const TopkParams& p, int64_t tile_begin, int64_t tile_end) {
   bool nan_seen = false;
   for (int64_t t = tile_begin; t < tile_end; ++t) {
-    const int64_t begin = t * kTileElems, end = tile_end_of(p, t);
+    const int64_t begin = t * kTileElems, end = end_of_tile(p.numel, t);
     const int64_t quota = p.tie_quota ? p.tie_quota[t] : -1;  // -1: keep every tie
     const int64_t vector_n = (end - begin) / Lanes<V>::kWidth * Lanes<V>::kWidth;
     int64_t taken = 0;
@@ -149,9 +145,9 @@ bool run_topk_forward(const TopkParams& p, int64_t tile_begin, int64_t tile_end)
   });
 }
 
-void run_topk_backward(const TopkParams& p, int64_t tile_begin, int64_t tile_end) {
-  visit(p, [&](auto* v, auto* st, auto* wt) {
-    apply_tiles<true, std::remove_pointer_t<decltype(v)>, std::remove_pointer_t<decltype(st)>,
+bool run_topk_backward(const TopkParams& p, int64_t tile_begin, int64_t tile_end) {
+  return visit(p, [&](auto* v, auto* st, auto* wt) {
+    return apply_tiles<true, std::remove_pointer_t<decltype(v)>, std::remove_pointer_t<decltype(st)>,
                 std::remove_pointer_t<decltype(wt)>>(p, tile_begin, tile_end);
   });
 }

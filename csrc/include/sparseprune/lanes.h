@@ -1,7 +1,7 @@
 // Scalar "lane" primitives. The element math in philox.h / noise.h / ste.h is written once, as
 // templates over a float type F (with its uint32 type U and mask type M). Here F = float, one lane,
 // used by CUDA, by the scalar CPU kernels and by every SIMD kernel's tail. The SIMD kernels supply
-// the same primitives for vector types (csrc/cpu/kernels/vec_*.h), found by argument-dependent lookup.
+// the same primitives for vector types (csrc/cpu/simd/vec_*.h), found by argument-dependent lookup.
 //
 // Every operation below is a single IEEE-754 operation or an exact bit manipulation, so a lane
 // computes the same bits whatever the vector width, provided no FMA contraction happens (the build
@@ -90,6 +90,7 @@ SP_HD float select(bool m, float a, float b) { return m ? a : b; }
 SP_HD uint32_t select(bool m, uint32_t a, uint32_t b) { return m ? a : b; }
 SP_HD double select(bool m, double a, double b) { return m ? a : b; }
 SP_HD bool is_nan(float x) { return x != x; }
+SP_HD bool is_nan(double x) { return x != x; }
 SP_HD bool any(bool m) { return m; }
 SP_HD bool all(bool m) { return m; }
 

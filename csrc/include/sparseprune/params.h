@@ -3,14 +3,9 @@
 #pragma once
 #include "dtypes.h"
 #include "ste.h"
+#include "tiles.h"
 
 SP_NAMESPACE_BEGIN
-
-// Kernels work in tiles of kTileElems elements. A tile is the unit of threading on CPU, and
-// per-tile partial sums make every reduction independent of thread count and vector width.
-constexpr int64_t kTileElems = 4096;
-
-SP_HD int64_t num_tiles(int64_t numel) { return (numel + kTileElems - 1) / kTileElems; }
 
 // One pass of a stochastic mask (ASLP or Supermask) over a weight-shaped tensor: element i in
 // row-major order takes Philox element i of (seed, offset), see philox.h.

@@ -4,7 +4,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "vec.h"  // SP_ISA_FN, SP_ISA_NAME, the per-ISA namespace
+#include "vec.h"  // the per-ISA namespace, SP_UNROLL
 
 #if SP_CPU_ISA_ID != 0
 #include <immintrin.h>

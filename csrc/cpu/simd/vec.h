@@ -1,25 +1,17 @@
 // The lane types of the ISA this translation unit is compiled for (SP_CPU_ISA_ID: 0 scalar,
 // 1 AVX2, 2 AVX-512), plus what the kernels need on top: typed loads/stores (IO<F>) for the vector
-// type and for one scalar lane, and a fixed-shape 16-lane accumulator.
+// type and for one scalar lane, and the lane-type rules for mixed dtypes.
 #pragma once
 #include <type_traits>
 
-#include "kernel_table.h"
 #include "multi.h"
 
-// SP_ISA_FN(family) names this ISA's table getter of a kernel family (see cpu/dispatch.h).
 #if SP_CPU_ISA_ID == 2
 #include "vec_avx512.h"
-#define SP_ISA_FN(family) family##_avx512
-#define SP_ISA_NAME "avx512"
 #elif SP_CPU_ISA_ID == 1
 #include "vec_avx2.h"
-#define SP_ISA_FN(family) family##_avx2
-#define SP_ISA_NAME "avx2"
 #else
 #include "vec_scalar.h"
-#define SP_ISA_FN(family) family##_scalar
-#define SP_ISA_NAME "scalar"
 #endif
 
 SP_NAMESPACE_BEGIN
@@ -100,47 +92,6 @@ W lane_of(double x) {
     return x;
   else
     return W(static_cast<float>(x));
-}
-
-// Sixteen running sums: element e of a tile always goes to lane e % 16, whatever the vector
-// width, and the lanes are combined by a fixed tree, so reductions come out bit-identical on every
-// ISA and thread count. V is the vector type (lanes kept in registers) or a scalar (16 slots).
-template <class V>
-struct TileSums {
-  static constexpr int kWidth = Lanes<V>::kWidth;
-  V acc[16 / kWidth];
-
-  void clear() {
-    for (V& a : acc) a = V(0.0f);
-  }
-  // Adds the kWidth values of the group that starts at tile element e (e % kWidth == 0).
-  void add(int64_t e, V v) {
-    V& a = acc[(e % 16) / kWidth];
-    a = a + v;
-  }
-  template <int N>
-  void add(int64_t e, const Multi<V, N>& v) {
-    SP_UNROLL for (int k = 0; k < N; ++k) add(e + k * kWidth, v.part[k]);
-  }
-  // The 16 lane sums, in lane order.
-  template <class S>
-  void spill(S* lanes) const {
-    if constexpr (kWidth == 1) {
-      for (int i = 0; i < 16; ++i) lanes[i] = acc[i];
-    } else {
-      alignas(64) float tmp[16];
-      for (int k = 0; k < 16 / kWidth; ++k) IO<V>::store(tmp + k * kWidth, acc[k]);
-      for (int i = 0; i < 16; ++i) lanes[i] = tmp[i];
-    }
-  }
-};
-
-// The fixed pairwise tree over 16 lane sums.
-template <class S>
-double tree_total(S* lanes) {
-  for (int w = 8; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) lanes[i] = lanes[i] + lanes[i + w];
-  return static_cast<double>(lanes[0]);
 }
 
 SP_NAMESPACE_END
