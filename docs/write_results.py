@@ -35,6 +35,7 @@ WEIGHT_VARIANTS = ("aslp-budget", "supermask-budget", "reparam", "hard-concrete"
                    "lottery", "sensitivity")
 WEIGHTS_TITLE = "Methods that train weights: LeNet-300-100, target density 0.1"
 WEIGHTS = "lenet300-weights"  # the kept-section key of the weight-training table
+READING = "Reading"  # the hand-written section's title starts so; kept as it is
 
 
 def _pp(x: float) -> str:
@@ -176,7 +177,9 @@ def write(out: pathlib.Path, dest: pathlib.Path) -> None:
              "time and grows with other load on the machine.", "",
              "## Commands", "", "```", "bash docs/reproduce.sh        # runs below, then this file",
              "", "\n".join(filter(None, [commands, *old_commands])), "```", ""]
-    dest.write_text("\n".join(parts + body))
+    # The reading is written by hand after the runs; it stays (and is updated by hand).
+    reading = [old[t].rstrip() + "\n" for t in old if t.startswith(READING)]
+    dest.write_text("\n".join(parts + body + reading))
 
 
 def _percent(x: Optional[float]) -> str:

@@ -73,8 +73,9 @@ def test_partial_rerun_keeps_the_sections_it_did_not_run(tmp_path):
             "--out runs/repro/conv4-aslp")
     end = md.index("```", md.index("```") + 3)  # the end of the Commands block
     md = md[:end] + conv + "\n" + md[end:]
+    reading = "## Reading (written by hand after the runs above)\n\n- ASLP wins.\n"
     dest.write_text(md.replace("## Conv-4 (28×28)\n\n(no finished runs)",
-                               "## Conv-4 (28×28)\n\n| conv4-aslp | 55.61 |"))
+                               "## Conv-4 (28×28)\n\n| conv4-aslp | 55.61 |") + reading)
     spec = importlib.util.spec_from_file_location("write_results",
                                                   ROOT / "docs" / "write_results.py")
     module = importlib.util.module_from_spec(spec)
@@ -85,4 +86,6 @@ def test_partial_rerun_keeps_the_sections_it_did_not_run(tmp_path):
     assert conv in md and md.count("sparseprune train ") == 3
     assert "| lenet300-aslp |" in md
     module.write(tmp_path / "runs", dest)  # again: kept once more, noted once
-    assert dest.read_text().count("(Kept from the previous") == 1
+    md = dest.read_text()
+    assert md.count("(Kept from the previous") == 1
+    assert md.endswith(reading) and md.count("## Reading") == 1  # the hand-written reading stays
