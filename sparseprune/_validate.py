@@ -152,6 +152,17 @@ def scope(value) -> str:
     return choice("scope", value, SCOPES)
 
 
+def budget(total_steps, warmup, dual_lr, dual_gain) -> tuple[Optional[int], float, float, float]:
+    """A constrained budget's schedule and multiplier settings (sparseprune.budget.Budget):
+    ``total_steps`` an int >= 1 or None, ``warmup`` a share of them in [0, 1], the dual ascent
+    step ``dual_lr`` and the proportional gain ``dual_gain`` finite and >= 0."""
+    total_steps = positive_int("total_steps", total_steps, optional=True)
+    warmup = number_in("warmup", warmup, 0.0, 1.0)
+    dual_lr = finite_number("dual_lr", dual_lr, minimum=0.0)
+    dual_gain = finite_number("dual_gain", dual_gain, minimum=0.0)
+    return total_steps, warmup, dual_lr, dual_gain
+
+
 # The accepted ASLP temperatures (csrc/host/check.h says why): below 1e-3 the float32 surrogate
 # slope sigmoid'((s + L) / tau) / tau would be dominated by the rounding of s + L.
 MIN_TEMPERATURE = 1e-3

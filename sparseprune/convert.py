@@ -213,20 +213,24 @@ def sampled_masks(model: nn.Module) -> Iterator[nn.Module]:
 
 @torch.no_grad()
 def final_masks(model: nn.Module, *, density: Optional[float] = None,
-                scope: str = "global") -> dict[str, torch.Tensor]:
+                scope: str = "global", min_layer_density: float = 0.0) -> dict[str, torch.Tensor]:
     """The deterministic mask of every masked layer, by name.
 
     Without ``density`` each method's own final rule decides (e.g. ``scores >= 0`` for ASLP). With
     ``density`` exactly ``round(density * N)`` weights are kept by each method's ranking scores:
     over all masked layers together (``scope="global"``, N = all their weights) or in each layer
-    (``scope="local"``, N = the layer's weights). Ties break by position.
+    (``scope="local"``, N = the layer's weights). Ties break by position. ``min_layer_density``
+    keeps at least ``ceil(min_layer_density * N_l)`` weights in every layer (the global total
+    stays exact; :func:`sparseprune.select.select_top`).
     """
     scope = _validate.scope(scope)
+    min_layer_density = _validate.number_in("min_layer_density", min_layer_density, 0.0, 1.0)
     layers = masked_layers(model)
     if density is None or not layers:
         return {name: layer.method.final_mask(layer) for name, layer in layers}
     scores = [layer.method.ranking_scores(layer) for _, layer in layers]
-    masks = select_top(scores, _validate.density(density), scope=scope)
+    masks = select_top(scores, _validate.density(density), scope=scope,
+                       min_layer_density=min_layer_density)
     return {name: mask for (name, _), mask in zip(layers, masks)}
 
 
@@ -241,15 +245,15 @@ def kept_count(layer: MaskedLayer, mask: torch.Tensor) -> int:
 
 @torch.no_grad()
 def finalize(model: nn.Module, *, density: Optional[float] = None,
-             scope: str = "global") -> nn.Module:
+             scope: str = "global", min_layer_density: float = 0.0) -> nn.Module:
     """Bake the final masks in: every masked layer becomes its plain twin (``nn.Linear``,
     ``nn.Conv2d``, ...).
 
     Pruned weights are exactly 0 and each method's final scale (e.g. Smart Rescale) is folded into
-    the kept ones, so in eval mode the result computes what the masked model computed. ``density``
-    and ``scope`` impose an exact final density, see :func:`final_masks`; on a model without
-    masked layers (plain, finalized already, or converted by ``to_sparse``) that is an error. In
-    place; returns the model (a new module only when ``model`` itself is a single masked layer).
+    the kept ones, so in eval mode the result computes what the masked model computed. ``density``,
+    ``scope`` and ``min_layer_density`` impose an exact final density, see :func:`final_masks`; on
+    a model without masked layers (plain, finalized already, or converted by ``to_sparse``) that is
+    an error. In place; returns the model (a new module only when ``model`` itself is a single masked layer).
     """
     layers = masked_layers(model)
     if not layers:
@@ -262,7 +266,8 @@ def finalize(model: nn.Module, *, density: Optional[float] = None,
         warnings.warn(f"finalize: the model has no masked layers, nothing to do ({what})",
                       UserWarning, stacklevel=3)
         return model
-    masks = final_masks(model, density=density, scope=scope)
+    masks = final_masks(model, density=density, scope=scope,
+                        min_layer_density=min_layer_density)
     if density is not None:
         promised = sum(int(m.sum()) for m in masks.values())
         kept = sum(kept_count(layer, masks[name]) for name, layer in layers)

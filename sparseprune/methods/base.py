@@ -182,6 +182,23 @@ class MaskMethod(ABC):
         raise TypeError(f"method {self.name!r} has no learned density for a budget loss "
                         "(it is fixed by the method's options)")
 
+    def rule_mass(self, layer: "MaskedLayer") -> Tensor:
+        """The number of weights the layer's own final rule keeps (``final_mask(layer).sum()``)
+        as the value, with the gradient of :meth:`budget_mass` (straight-through): the cost that
+        :class:`sparseprune.budget.Budget` constrains, so that the density it holds is the one
+        ``finalize`` keeps. Methods with a better surrogate of their rule may override it."""
+        soft = self.budget_mass(layer)
+        hard = self.final_mask(layer).sum().to(soft.dtype)
+        return soft + (hard - soft.detach())
+
+    def disagreement(self, layer: "MaskedLayer", keep: Tensor) -> Tensor:
+        """The differentiable expected number of the layer's weights whose training-time mask
+        differs from ``keep`` (a boolean mask, the weight's shape): the commit term of
+        :class:`sparseprune.budget.Budget`, which drives it toward 0 so that the network trained
+        is the network kept (``density_role == "learned"`` methods only)."""
+        raise TypeError(f"method {self.name!r} has no learned density for a budget "
+                        "(it is fixed by the method's options)")
+
     def pruning_rounds(self) -> int:
         """Prune-retrain rounds after the first training (0: the mask is learned in one go)."""
         return 0

@@ -97,6 +97,16 @@ class HardConcrete(MaskMethod):
         return SF.hard_concrete_nonzero_probability(layer.log_alpha, **self._options()).sum() \
             * per_gate
 
+    def disagreement(self, layer: "MaskedLayer", keep: Tensor) -> Tensor:
+        """The expected number of weights whose sampled gate disagrees with ``keep`` on being
+        non-zero: ``P(z = 0)`` for each kept weight, ``P(z != 0)`` for each other, summed over
+        the weights (a unit gate counts once per weight it covers). The log_alpha clamp
+        (:func:`constrain_`) bounds it below: a gate at log 1e-2 is still non-zero with
+        probability ~0.05."""
+        prob = SF.hard_concrete_nonzero_probability(layer.log_alpha, **self._options())
+        prob = prob.expand(layer.weight.shape)
+        return torch.where(keep, 1.0 - prob, prob).sum()
+
     def final_mask(self, layer: "MaskedLayer") -> Tensor:
         return (self.gates(layer).detach() > 0).expand(layer.weight.shape).clone()
 

@@ -3,6 +3,7 @@ trained as usual and the layer computes with ``w_hat = w * h_t(w)``. Formulas: d
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -84,14 +85,46 @@ class Reparam(MaskMethod):
                 return h_sum
         return self._weight_and_sum(layer)[1]
 
+    def _h(self, weight: Tensor, t: Tensor) -> Tensor:
+        dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        u = (t.to(dtype) * weight.to(dtype)).abs() ** self.power
+        c2 = torch.exp(torch.tensor(-1.0, dtype=dtype, device=weight.device))
+        return (torch.exp(-1.0 / (u + 1.0)) - c2) / (1.0 - c2)
+
     @torch.no_grad()
     def h(self, layer: "MaskedLayer") -> Tensor:
         """``h_t(w)`` of every weight (float32, float64 for float64 weights)."""
+        return self._h(layer.weight.detach(), layer.t.detach())
+
+    def _rule_surrogate(self, layer: "MaskedLayer", t: Tensor | None = None) -> Tensor:
+        """``s = |t w| / (|t w| + x_half)`` per weight, ``h(x_half) = 1/2``: 1/2 exactly where
+        the own rule ``h >= 0.5`` switches, like h, but with power 1 instead of n its gradient
+        decays like ``1 / |t w|^2`` away from the pit, not ``1 / |t w|^(n+1)``: weights far out
+        of the pit still feel a budget (h's gradient there is ~1e-4 of it)."""
         dtype = torch.float64 if layer.weight.dtype == torch.float64 else torch.float32
-        w = layer.weight.detach().to(dtype)
-        u = (layer.t.detach().to(dtype) * w).abs() ** self.power
-        c2 = torch.exp(torch.tensor(-1.0, dtype=dtype))
-        return (torch.exp(-1.0 / (u + 1.0)) - c2) / (1.0 - c2)
+        t = layer.t if t is None else t
+        x = (t.to(dtype) * layer.weight.to(dtype)).abs()
+        half = (-1.0 / math.log(0.5 + 0.5 * math.exp(-1.0)) - 1.0) ** (1.0 / self.power)
+        return x / (x + half)
+
+    def rule_mass(self, layer: "MaskedLayer") -> Tensor:
+        """The count of ``h >= 0.5`` with the gradient of :meth:`_rule_surrogate`'s sum
+        (straight-through)."""
+        soft = self._rule_surrogate(layer).sum()
+        hard = self.final_mask(layer).sum().to(soft.dtype)
+        return soft + (hard - soft.detach())
+
+    def disagreement(self, layer: "MaskedLayer", keep: Tensor) -> Tensor:
+        """How far the layer is from ``keep``: ``sum(1 - h)`` over the kept weights (h = 1: they
+        train as finalize keeps them) plus, over the others, the sum of :meth:`_rule_surrogate`,
+        which goes to 0 with ``|t w|`` (the part of ``w * h`` that training uses and finalize
+        drops), and whose gradient reaches weights far out of the pit. Differentiable in the
+        weights only: t scales the whole layer, and the pruned weights' pull on it (most of a
+        layer at a low density) would sink the kept ones into the pit with them; the count is
+        the budget's multiplier's to hold, through :meth:`rule_mass`."""
+        t = layer.t.detach()
+        h = self._h(layer.weight, t)
+        return torch.where(keep, 1.0 - h, self._rule_surrogate(layer, t)).sum()
 
     def final_mask(self, layer: "MaskedLayer") -> Tensor:
         return self.h(layer) >= 0.5

@@ -77,6 +77,15 @@ class StochasticMethod(MaskMethod):
             scores = scores.float()
         return torch.sigmoid(scores).sum()
 
+    def disagreement(self, layer: "MaskedLayer", keep: Tensor) -> Tensor:
+        """The expected number of sampled mask entries that differ from ``keep``:
+        ``sum(1 - sigmoid(s))`` over the kept entries plus ``sum(sigmoid(s))`` over the others
+        (float32 at least); 0 when every score is far on its side of ``keep``."""
+        scores = layer.scores
+        if scores.dtype not in (torch.float32, torch.float64):
+            scores = scores.float()
+        return torch.sigmoid(torch.where(keep, -scores, scores)).sum()
+
     def final_mask(self, layer: "MaskedLayer") -> Tensor:
         return layer.scores.detach() >= 0  # keep when sigmoid(scores) >= 1/2
 

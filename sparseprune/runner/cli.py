@@ -108,14 +108,18 @@ def _train_parser(sub) -> None:
     g.add_argument("--density", type=_float,
                    help="fraction of weights the final subnetwork keeps, in (0, 1]; a method with "
                         f"a density option ({role['option']}) trains with it; methods with a "
-                        f"learned density ({role['learned']}) train toward it with a budget loss "
+                        f"learned density ({role['learned']}) train toward it with a budget "
+                        "(by default a constraint on the density each method's own final rule "
+                        "keeps, ramped over the first 80 % of the steps, then the masks commit) "
                         "and the final top-k by score keeps exactly it; for the others the final "
                         "top-k alone imposes it")
     g.add_argument("--density-scope", choices=V.SCOPES,
                    help="impose --density over all layers together (default) or per layer")
     g.add_argument("--budget-strength", type=_float, metavar="LAMBDA",
-                   help="weight of the budget loss toward --density (default 1; 0: none, the "
-                        "final top-k alone imposes the density)")
+                   help="use the penalty form of the budget instead, lambda * ((C - D*N) / "
+                        "C_initial)^2 with this lambda (sparseprune.budget.BudgetLoss); 0: no "
+                        "budget, the final top-k alone imposes the density (default: the "
+                        "constrained budget, sparseprune.budget.Budget)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=_int, help="epochs (default 10); with --resume the run's new "
                    "total, not epochs to add")

@@ -39,7 +39,8 @@ class RunConfig:
     group_lr: dict[str, float] = field(default_factory=dict)  # --group-lr NAME=LR
     density: Optional[float] = None       # fraction of weights kept by the final subnetwork
     density_scope: str = "global"
-    budget_strength: float = 1.0          # lambda of the budget loss toward --density; 0 = none
+    budget_strength: Optional[float] = None  # None: constrained budget toward --density;
+                                          # L > 0: penalty of strength L; 0: no budget
     seed: int = 0
     val_fraction: float = 0.1
     augment: bool = False
@@ -138,7 +139,8 @@ def validate(config: RunConfig) -> None:
     if config.density is not None:
         _flag("--density", lambda flag, d: V.density(d, name=flag), config.density)
     _flag("--density-scope", V.choice, config.density_scope, V.SCOPES)
-    _flag("--budget-strength", V.finite_number, config.budget_strength, minimum=0.0)
+    if config.budget_strength is not None:
+        _flag("--budget-strength", V.finite_number, config.budget_strength, minimum=0.0)
     _flag("--seed", V.positive_int, config.seed, minimum=0)
     _flag("--val-fraction", V.number_in, config.val_fraction, 0.0, 1.0, high_open=True)
     _flag("--patience", V.positive_int, config.patience, minimum=0)

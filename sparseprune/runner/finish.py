@@ -35,15 +35,23 @@ def finish(s: Session, *, log: Log = echo, progress: Optional[bool] = None) -> d
         selected = st.best_epoch
     density = methods.imposed_density(c)
     masks = sp.final_masks(s.model, density=density, scope=c.density_scope)
+    layers = sp.masked_layers(s.model)
     report = sp.sparsity_report(s.model, masks, input_shape=s.splits.input_shape)
     masked_acc, _ = evaluate(s.model, s.splits.test, progress=progress,
                              desc="test (masked model)")
+    # Both final rules side by side: what each method's own rule keeps, what the top-k keeps,
+    # and the share of decisions the top-k changes.
+    densities = (sp.budget.final_densities(s.model, density, scope=c.density_scope)
+                 if density is not None and layers else None)
+    if densities is not None:  # the own rule's subnetwork, for comparison with the top-k's
+        densities["rule_test_acc"] = evaluate(sp.finalize(copy.deepcopy(s.model)),
+                                              s.splits.test, progress=progress,
+                                              desc="test (own-rule subnetwork)")[0]
     subnetwork = sp.finalize(copy.deepcopy(s.model), density=density, scope=c.density_scope)
     test_acc, test_loss = evaluate(subnetwork, s.splits.test, progress=progress,
                                    desc="test (final subnetwork)")
     sp.save(subnetwork, d / SUBNETWORK)  # safetensors, no pickle: sp.load(path) or sp.load(path, model)
 
-    layers = sp.masked_layers(s.model)
     title = f"{describe(c)}, {c.model} on {c.dataset}"
     if st.history:
         plots.curves(st.history, d / "curves.png", title, selected)
@@ -65,6 +73,7 @@ def finish(s: Session, *, log: Log = echo, progress: Optional[bool] = None) -> d
         "best_val_acc": st.best_val if has_val and math.isfinite(st.best_val) else None,
         "converged_epoch": converged_epoch(st.history),
         "imposed_density": density,
+        "densities": densities,  # sp.budget.final_densities: rule, exact, changed, expected
         "sparsity": report.to_dict(),
         "wall_seconds": st.wall_seconds,
         "train_seconds": sum(h["epoch_seconds"] for h in st.history),
@@ -81,4 +90,8 @@ def finish(s: Session, *, log: Log = echo, progress: Optional[bool] = None) -> d
     write_final(d, final)
     log(f"final subnetwork (epoch {selected}): test acc {100 * test_acc:.2f} %, density "
         f"{report.density:.4f} of weights, {report.flop_density:.4f} of FLOPs -> {d}")
+    if densities is not None:
+        log(f"  own final rule: density {densities['rule']:.4f}, test acc "
+            f"{100 * densities['rule_test_acc']:.2f} %; the top-k to {density:g} changes "
+            f"{100 * densities['changed']:.2f} % of the keep / prune decisions")
     return final

@@ -106,6 +106,12 @@ def _augment(config: RunConfig, splits: D.Splits) -> Optional[Augment]:
                    fill=tuple(-m / s for m, s in zip(mean, std)))  # raw black, normalised
 
 
+def steps_per_epoch(config: RunConfig, splits: D.Splits) -> int:
+    """Training batches per epoch: a full pass, or ``--steps-per-epoch`` if fewer."""
+    full = math.ceil(len(splits.train) / config.batch_size)
+    return min(full, config.steps_per_epoch) if config.steps_per_epoch else full
+
+
 def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True) -> Session:
     """Validate, load the data, build model + method + optimizer from ``config`` (seeded)."""
     validate(config)
@@ -122,7 +128,8 @@ def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True) 
     sample = D.loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
     model = methods.apply(model, config.method, config.options, density=config.density,
                           data=sample)
-    hooks = TrainingHooks(model, config)  # before any step: the budget measures C_initial
+    hooks = TrainingHooks(model, config, steps_per_epoch(config, splits))  # before any step:
+    # the budget measures the initial density
     optimizer, scheduler, groups = build_optimizer(model, config)
     return Session(config, pathlib.Path(directory), splits, model, optimizer, scheduler, groups,
                    _augment(config, splits), ckpt.TrainState(), hooks)
@@ -227,6 +234,7 @@ def epoch_row(s: Session, epoch: int, train: dict, seconds: float,
            "density": report.density, "flop_density": report.flop_density,
            "temperature": _temperature(s.model), "epoch_seconds": seconds,
            "step_seconds": train["step_seconds"]}
+    row.update(s.hooks.metrics())
     row.update({f"density/{layer.name}": layer.density for layer in report.layers})
     row.update({f"lr/{g['name']}": g["lr"] for g in s.optimizer.param_groups})
     return row

@@ -1,6 +1,7 @@
-"""Helpers for a training loop of your own: budget losses that steer a learned density
-(:mod:`.budget`) and the train–prune–retrain loop (:mod:`.schedules`). What a method needs from
-the loop is its training contract (:class:`sparseprune.methods.TrainingHooks`)."""
+"""Helpers for a training loop of your own: budgets that hold a learned density at a target
+(:mod:`.budget`: the constrained :class:`~.budget.Budget` and the penalty
+:class:`~.budget.BudgetLoss`) and the train–prune–retrain loop (:mod:`.schedules`). What a
+method needs from the loop is its training contract (:class:`sparseprune.methods.TrainingHooks`)."""
 
 from . import budget, schedules
 

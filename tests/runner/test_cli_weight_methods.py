@@ -1,11 +1,13 @@
-"""The runner with the weight-training methods: pruning rounds (lottery, magnitude), the budget
-loss toward --density (reparam, hard_concrete), and their CLI names, on the synthetic dataset."""
+"""The runner with the weight-training methods: pruning rounds (lottery, magnitude), the budgets
+toward --density (the constrained default and the penalty of --budget-strength), and their CLI
+names, on the synthetic dataset."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
 
 from test_cli import QUICK, check_resume_is_exact, losses, run
 
@@ -64,6 +66,32 @@ def test_budget_loss_drives_learned_density(method, tmp_path, capsys):
     with_budget = [row[1] for row in losses(runs["1"])]
     without = [row[1] for row in losses(runs["0"])]
     assert with_budget != without  # the budget term changed the training
+
+
+@pytest.mark.parametrize("method,batch", [("aslp", 64), ("reparam", 16)])
+def test_constrained_budget_is_the_default_and_resumes_exactly(method, batch, tmp_path, capsys,
+                                                               monkeypatch):
+    """--density alone trains with sp.budget.Budget over the run's steps: the schedule reaches
+    the target after 80 % of them (the final model is selected after it), the masks commit, and
+    a run cut in its commit phase resumes with the same multipliers and step (identical losses).
+    Reparam moves its density through t (Adam, lr 1 a step from t = 100): it needs more steps."""
+    args = ["train", "--method", method, *QUICK, "--batch-size", str(batch), "--epochs", "10",
+            "--density", "0.2"]
+    whole, cut = check_resume_is_exact(args, tmp_path, capsys, monkeypatch, stop_before=10)
+    f = final(whole)
+    d = f["densities"]
+    assert d["target"] == 0.2 and d["exact"] == pytest.approx(0.2, abs=1e-5)
+    assert d["rule"] == pytest.approx(0.2, rel=0.1) and d["changed"] <= 0.02
+    assert 0 < d["rule_test_acc"] <= 1 and d["expected"] > 0
+    assert f["selected_epoch"] >= 9  # not before the target was reached (end of epoch 8)
+    rows = (whole / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"budget_target", "expected_density", "budget_dual"} <= set(header)
+    targets = [float(r.split(",")[header.index("budget_target")]) for r in rows[1:]]
+    assert targets[:8] == sorted(targets[:8], reverse=True) and targets[7:] == [0.2] * 3
+    state = torch.load(cut / "checkpoint.pt", weights_only=True)["state"]["hooks"]["budget"]
+    assert int(state["step"]) == int(state["total_steps"]) == 10 * 512 // batch  # 512 images
+    assert float(state["commit_dual"].max()) > 0
 
 
 def test_iterative_methods_reject_patience(tmp_path, capsys):

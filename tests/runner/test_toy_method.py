@@ -55,6 +55,10 @@ class SoftGate(MaskMethod):
     def budget_mass(self, layer) -> Tensor:
         return torch.sigmoid(layer.scores).sum()
 
+    def disagreement(self, layer, keep: Tensor) -> Tensor:
+        gate = torch.sigmoid(layer.scores)
+        return torch.where(keep, 1 - gate, gate).sum()
+
     @classmethod
     def training_hooks(cls, layers, *, epochs_per_round: int) -> TrainingHooks:
         return _Clamp()
