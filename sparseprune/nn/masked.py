@@ -47,6 +47,8 @@ class MaskedLayer(ABC):
     bias: Optional[nn.Parameter]
     # Whether fused() runs one fused masked op (masked weight and GEMM/convolution together).
     fusable: ClassVar[bool] = False
+    # XORed into the stream's seed at each draw (per-rank noise); 0: the shared stream itself.
+    stream_key: int = 0
 
     def set_method(self, method: str | MaskMethod, **options: Any) -> None:
         """Attach a pruning method (a name plus options, or an instance)."""
@@ -73,6 +75,8 @@ class MaskedLayer(ABC):
         # of the buffer handed the advanced pair to backward.
         rng = self.rng + 0
         self.rng.copy_(torch.stack((rng[0], rng[1] + 1)))
+        if self.stream_key:
+            rng = torch.stack((rng[0] ^ self.stream_key, rng[1]))
         return rng if rng.device.type == "cpu" else rng.cpu()
 
     def fused(self, input: Tensor, method: str, **options: Any) -> Tensor:

@@ -6,6 +6,10 @@ Randomness: the global torch generator (weight init, the masks' noise) is seeded
 every checkpoint; each epoch's shuffling and augmentation use generators seeded from
 ``(seed, epoch)``. A resumed run therefore sees exactly the batches, noise and optimizer state of an
 uninterrupted one (on the same thread count).
+
+Under torchrun (:mod:`.ranks`) every rank builds the same model from the same seed, DDP wraps it,
+each rank trains on its share of every global batch and evaluates the whole validation split (so
+early stopping and pruning decide alike everywhere), and rank 0 alone logs and writes files.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from .config import ConfigError, RunConfig, validate
 from .hooks import TrainingHooks
 from .metrics import write_metrics
 from .optim import build_optimizer, init_weights
+from . import sharding
+from .ranks import Ranks, loss_for_rank
 
 Log = Callable[[str], None]
 
@@ -44,7 +50,7 @@ def echo(message: str) -> None:
     """The default log: print and flush (runs are long; logs are often files)."""
     print(message, flush=True)
 
-RUN_FILES = ("config.json", "metrics.csv", "final.json", ckpt.CHECKPOINT, ckpt.BEST,
+RUN_FILES = ("config.json", "metrics.csv", "final.json", ckpt.CHECKPOINT, ckpt.SHARDED, ckpt.BEST,
              "subnetwork.safetensors", "curves.png", "density.png", "scores.png")
 EVAL_BATCH = 1024
 
@@ -67,6 +73,13 @@ class Session:
     augment: Optional[Augment]
     state: ckpt.TrainState
     hooks: TrainingHooks
+    ranks: Ranks = Ranks()
+    wrapped: Optional[nn.Module] = None  # what the training forward calls (DDP); else model
+    twin: Optional[nn.Module] = None     # --fsdp: the unsharded model, for the final work
+
+    @property
+    def forward(self) -> nn.Module:
+        return self.wrapped if self.wrapped is not None else self.model
 
     @property
     def total_epochs(self) -> int:
@@ -105,13 +118,24 @@ def _augment(config: RunConfig, splits: D.Splits) -> Optional[Augment]:
                    fill=tuple(-m / s for m, s in zip(mean, std)))  # raw black, normalised
 
 
-def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True) -> Session:
+def _wrap(model: nn.Module, ranks: Ranks) -> Optional[nn.Module]:
+    """DDP around ``model`` on several ranks (it broadcasts rank 0's parameters and buffers,
+    the masks' streams included), else None."""
+    if not ranks.distributed:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model)
+
+
+def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True,
+          ranks: Ranks = Ranks()) -> Session:
     """Validate, load the data, build model + method + optimizer from ``config`` (seeded)."""
     validate(config)
     methods.check(config.method, config.options, config.density)
     if config.threads:
         torch.set_num_threads(config.threads)
-    splits = load_splits(config, progress)
+    splits = load_splits(config, progress and ranks.main)
     torch.manual_seed(config.seed)
     try:
         model = build_model(config.model, splits.input_shape, splits.num_classes)
@@ -122,9 +146,14 @@ def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True) 
     model = methods.apply(model, config.method, config.options, density=config.density,
                           data=sample)
     hooks = TrainingHooks(model, config)  # before any step: the budget measures C_initial
+    twin = None
+    if config.fsdp:  # before the optimizer: it must hold the shards
+        sharding.check(config, ranks, hooks)
+        twin = sharding.shard(model)
     optimizer, scheduler, groups = build_optimizer(model, config)
+    wrapped = None if config.fsdp else _wrap(model, ranks)
     return Session(config, pathlib.Path(directory), splits, model, optimizer, scheduler, groups,
-                   _augment(config, splits), ckpt.TrainState(), hooks)
+                   _augment(config, splits), ckpt.TrainState(), hooks, ranks, wrapped, twin)
 
 
 @torch.no_grad()
@@ -158,19 +187,21 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
         total = min(total, s.config.steps_per_epoch)
     aug_gen = torch.Generator().manual_seed(seed + 500_009)
     total_loss, correct, seen, times = 0.0, 0, 0, []
+    disable = (not progress) if progress is not None else None
     bar = tqdm(itertools.islice(batches, total), total=total,
                desc=f"epoch {epoch}/{s.total_epochs}", leave=False, dynamic_ncols=True,
-               mininterval=0.5, disable=(not progress) if progress is not None else None)
+               mininterval=0.5, disable=disable if s.ranks.main else True)
     for step, (x, y) in enumerate(bar):
         if s.augment is not None:
-            x = s.augment(x, aug_gen)
+            x = s.augment(x, aug_gen)  # the whole global batch: the same draws as one process
         start = time.perf_counter()
-        logits = s.model(x)
-        loss = F.cross_entropy(logits, y)
-        extra = s.hooks.extra_loss()
-        s.optimizer.zero_grad(set_to_none=True)
-        (loss if extra is None else loss + extra).backward()
-        s.optimizer.step()
+        if s.ranks.distributed:
+            logits, loss, batch_correct = _rank_step(s, x, y)
+        else:
+            logits = s.model(x)
+            loss = F.cross_entropy(logits, y)
+            _backward(s, loss)
+            batch_correct = int((logits.argmax(1) == y).sum())
         s.hooks.after_step(x, y)
         times.append(time.perf_counter() - start)
         value = loss.item()
@@ -179,15 +210,33 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
             raise RunError(f"training diverged: loss {value} at epoch {epoch}, step {step + 1}; "
                            "try a lower --lr")
         total_loss += value * len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        correct += batch_correct
         seen += len(y)
-        if step % 20 == 0 and not bar.disable:
+        if step % 20 == 0 and not bar.disable and not s.ranks.distributed:
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
                             density=f"{current_density(s.model):.4f}")
     bar.close()
     s.state.step_seconds += times
     return {"train_loss": total_loss / seen, "train_acc": correct / seen,
             "step_seconds": statistics.median(times)}
+
+
+def _backward(s: Session, loss: torch.Tensor) -> None:
+    extra = s.hooks.extra_loss()
+    s.optimizer.zero_grad(set_to_none=True)
+    (loss if extra is None else loss + extra).backward()
+    s.optimizer.step()
+
+
+def _rank_step(s: Session, x: torch.Tensor, y: torch.Tensor):
+    """One step on this rank's share of the global batch ``(x, y)``; returns its logits, the
+    global batch's mean loss and correct count (summed over ranks: one small collective)."""
+    part = s.ranks.share(len(y))
+    logits = s.forward(x[part])
+    loss_sum = F.cross_entropy(logits, y[part], reduction="sum")
+    _backward(s, loss_for_rank(loss_sum, len(y), s.ranks))
+    total, correct = s.ranks.all_sum(loss_sum.item(), int((logits.argmax(1) == y[part]).sum()))
+    return logits, torch.tensor(total / len(y)), int(correct)
 
 
 def _temperature(model: nn.Module) -> Optional[float]:
@@ -213,9 +262,9 @@ def epoch_row(s: Session, epoch: int, train: dict, seconds: float) -> dict:
     return row
 
 
-def prepare_directory(directory: pathlib.Path, overwrite: bool) -> None:
+def prepare_directory(directory: pathlib.Path, overwrite: bool, ranks: Ranks = Ranks()) -> None:
     """Create the run directory; refuse to mix two runs unless ``overwrite`` (which removes only
-    the files a run writes)."""
+    the files a run writes). Every rank checks, rank 0 writes once all have."""
     directory = pathlib.Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--out {directory} exists and is not a directory")
@@ -223,6 +272,9 @@ def prepare_directory(directory: pathlib.Path, overwrite: bool) -> None:
     if existing and not overwrite:
         raise ConfigError(f"--out {directory} already holds a run ({existing[0]}); continue it "
                           f"with --resume {directory} or pass --overwrite")
+    ranks.barrier()
+    if not ranks.main:
+        return
     for f in existing:
         path = directory / f
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -255,7 +307,7 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
             st.best_val = row["val_acc"] if has_val else st.best_val
             st.best_epoch, st.stale = epoch, 0
             if has_val:
-                ckpt.save_best(s.directory, s.model)
+                ckpt.save_best(s.directory, s.model, s.ranks)
         else:
             st.stale += 1
         if s.scheduler is not None:
@@ -275,26 +327,36 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
             # The final model comes from after the last pruning (the sparsest): the pruned
             # model itself unless a later epoch improves on it.
             st.best_val, st.stale, st.best_epoch = float("-inf"), 0, 0
-            ckpt.discard_best(s.directory)
+            if s.ranks.main:
+                ckpt.discard_best(s.directory)
         st.wall_seconds = wall_before + time.perf_counter() - session_start
-        ckpt.save(s.directory, s.model, s.optimizer, s.scheduler, st)
-        write_metrics(s.directory, st.history)
+        ckpt.save(s.directory, s.model, s.optimizer, s.scheduler, st, s.ranks)
+        if s.ranks.main:
+            write_metrics(s.directory, st.history)
         if st.stop_reason:
             log(st.stop_reason)
             break
     st.wall_seconds = wall_before + time.perf_counter() - session_start
 
 
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0."""
+
+
 def start(config: RunConfig, directory: pathlib.Path, *, overwrite: bool = False,
-          progress: Optional[bool] = None, log: Log = echo) -> Session:
+          progress: Optional[bool] = None, log: Log = echo, ranks: Ranks = Ranks()) -> Session:
     """Build and train a new run in ``directory``; returns the trained session."""
     directory = pathlib.Path(directory)
     validate(config)
     methods.check(config.method, config.options, config.density)
+    log = log if ranks.main else _quiet
     wall = time.perf_counter()
-    s = build(config, directory, progress=bool(progress) if progress is not None else True)
-    prepare_directory(directory, overwrite)  # after the data loaded: a failure keeps an old run
-    config.save(directory)
+    s = build(config, directory, progress=bool(progress) if progress is not None else True,
+              ranks=ranks)
+    # After the data loaded: a failure keeps an old run.
+    prepare_directory(directory, overwrite, ranks)
+    if ranks.main:
+        config.save(directory)
     s.state.wall_seconds = time.perf_counter() - wall  # data loading and setup count too
     lrs = ", ".join(f"{g['name']} lr {g['lr']:g}" for g in s.optimizer.param_groups)
     log(f"run {directory}: {config.method} on {config.model} / {config.dataset} "
@@ -306,10 +368,11 @@ def start(config: RunConfig, directory: pathlib.Path, *, overwrite: bool = False
 
 def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
            patience: Optional[int] = None, max_minutes: Optional[float] = None,
-           progress: Optional[bool] = None, log: Log = echo) -> Session:
+           progress: Optional[bool] = None, log: Log = echo, ranks: Ranks = Ranks()) -> Session:
     """Continue the run in ``directory`` from its checkpoint (optionally with more epochs, another
     patience or time budget) exactly where it stopped."""
     directory = pathlib.Path(directory)
+    log = log if ranks.main else _quiet
     if not directory.is_dir():
         raise ConfigError(f"--resume {directory}: no such directory")
     config = RunConfig.load(directory)
@@ -318,8 +381,9 @@ def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
             setattr(config, name, value)
     validate(config)
     setup = time.perf_counter()
-    s = build(config, directory, progress=bool(progress) if progress is not None else True)
-    if (directory / ckpt.CHECKPOINT).is_file():
+    s = build(config, directory, progress=bool(progress) if progress is not None else True,
+              ranks=ranks)
+    if ckpt.exists(directory):
         try:
             s.state = ckpt.load(directory, s.model, s.optimizer, s.scheduler)
             s.hooks.load_state_dict(s.state.hooks)
@@ -329,7 +393,9 @@ def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
             or (epochs is not None and s.total_epochs > s.state.epoch):
         s.state.stop_reason = ""  # a new session has its own budget; more epochs continue a run
     s.state.wall_seconds += time.perf_counter() - setup
-    config.save(directory)
+    ranks.barrier()  # every rank has read config.json and the checkpoint before rank 0 writes
+    if ranks.main:
+        config.save(directory)
     log(f"resuming {directory} after epoch {s.state.epoch} of {s.total_epochs}")
     if not s.state.stop_reason:
         fit(s, progress=progress, log=log)
