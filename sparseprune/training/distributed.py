@@ -99,46 +99,61 @@ class MaskNotAppliedError(RuntimeError):
     """A masked layer's mask did not take part in a forward (bypassed, or computed on a shard)."""
 
 
+def _shard_problem(layer: nn.Module, whole: tuple[int, ...]) -> str:
+    """Why the tensors ``layer``'s method is about to mask are not whole ('' when they are)."""
+    tensors = [("weight", layer.weight)] + [
+        (p, getattr(layer, p)) for p in layer.method.parameter_names
+        if isinstance(getattr(layer, p, None), torch.Tensor)]
+    for name, t in tensors:
+        if is_sharded(t):
+            return f"its {name} was a shard ({type(t).__name__}) when the mask was applied"
+    if tuple(layer.weight.shape) != whole:
+        return (f"its weight had shape {tuple(layer.weight.shape)} when the mask was applied, "
+                f"not the whole {whole}")
+    return ""
+
+
 @torch.no_grad()
 def check_masks_applied(model: nn.Module, *args: Any, **kwargs: Any) -> None:
     """Run ``model(*args, **kwargs)`` once (no autograd; every rank must call it under DDP or
     FSDP) and raise :class:`MaskNotAppliedError` naming each masked layer whose mask did not take
-    part: a layer whose forward never ran (a parent read its weight directly, as fast paths do) or
-    that ran on a shard of its weight or scores instead of the whole tensor. The streams are
-    restored afterwards, so training continues as if the check had not run."""
+    part: its method was never asked for the masked output or weight (a parent computed with the
+    raw weight, as fast paths do), or it was asked on a shard of the weight or scores instead of
+    the whole tensor. The streams are restored afterwards, so training continues as if the check
+    had not run (FSDP2 modules are resharded)."""
     layers = masked_layers(model)
     if not layers:
         raise MaskNotAppliedError("check_masks_applied: the model has no masked layers (convert "
                                   "it with sparseprune.convert before wrapping)")
     before = {name: layer.rng.clone() for name, layer in layers if hasattr(layer, "rng")}
-    shapes = {name: tuple(layer.weight.shape) for name, layer in layers}  # DTensors: global
+    whole = {name: tuple(layer.weight.shape) for name, layer in layers}  # DTensors: global
     seen: dict[str, str] = {}
-    hooks = []
+    # The two ways a layer's mask enters a forward: the method's forward (the layer's own) and
+    # its masked weight (parents such as attention ask for it directly). Per-instance wrappers.
     for name, layer in layers:
-        def hook(module: nn.Module, inputs: Any, name: str = name) -> None:
-            tensors = [("weight", module.weight)] + [
-                (p, getattr(module, p)) for p in module.method.parameter_names
-                if isinstance(getattr(module, p, None), torch.Tensor)]
-            for pname, t in tensors:
-                if is_sharded(t):
-                    seen[name] = f"its {pname} was a shard ({type(t).__name__}) in the forward"
-                    return
-            if tuple(module.weight.shape) != shapes[name]:
-                seen[name] = (f"its weight had shape {tuple(module.weight.shape)} in the forward, "
-                              f"not the whole {shapes[name]}")
-                return
-            seen[name] = ""
-        hooks.append(layer.register_forward_pre_hook(hook))
+        method = layer.method
+        for attr in ("forward", "weight"):
+            original = getattr(method, attr)
+
+            def wrapper(*a, _original=original, _name=name, _layer=layer, **kw):
+                if not seen.get(_name):
+                    seen[_name] = _shard_problem(_layer, whole[_name])
+                return _original(*a, **kw)
+            setattr(method, attr, wrapper)
     try:
         model(*args, **kwargs)
     finally:
-        for h in hooks:
-            h.remove()
+        # A forward without backward leaves FSDP2's root unsharded: an optimizer built next
+        # would hold the temporary whole tensors instead of the shards.
+        for m in fsdp_modules(model):
+            m.reshard()
         for name, layer in layers:
+            for attr in ("forward", "weight"):
+                vars(layer.method).pop(attr, None)
             if name in before:
                 layer.rng.copy_(before[name])
-    problems = [f"{name!r}: its forward did not run (its weight was used without the mask)"
-                if name not in seen else f"{name!r}: {seen[name]}"
+    problems = [f"{name!r}: {seen[name]}" if name in seen
+                else f"{name!r}: its mask was never applied (its weight was used without it)"
                 for name, _ in layers if seen.get(name, None) != ""]
     if problems:
         raise MaskNotAppliedError(f"{len(problems)} of {len(layers)} masked layers did not apply "

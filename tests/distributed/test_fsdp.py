@@ -1,7 +1,7 @@
 """FSDP2 (``fully_shard`` per block and at the root; gloo, 2 ranks on CPU) on a small transformer:
 the masks at every step are the unsharded model's, outputs and parameters agree, the final masks
 (global top-k) and the sparsity report count the whole masks, finalize says how to finalize a
-sharded model, and a bypassed mask fails loudly."""
+sharded model, and a bypassed mask fails loudly. One spawn serves every test of the module."""
 
 from __future__ import annotations
 
@@ -26,6 +26,18 @@ def shard(model: nn.Module) -> nn.Module:
     return model
 
 
+class _Bypass(nn.Module):
+    """A parent that computes with its child's raw weight, as fast paths do."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(16, 16)
+        self.last = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.last(nn.functional.linear(x, self.inner.weight, self.inner.bias))
+
+
 def _fsdp_worker(rank, world, out):
     model = transformer(seed=rank)  # each rank its own init: broadcast_model aligns them
     sp.distributed.broadcast_model(model)
@@ -40,13 +52,22 @@ def _fsdp_worker(rank, world, out):
               "own_final": sp.final_masks(model)}
     with torch.no_grad():
         result["eval"] = model.eval()(probe)
-    with pytest.raises(ValueError, match=r"sharded by FSDP2 .* full_state_dict"):
+    with pytest.raises(ValueError, match=r"sharded by FSDP2.*full_state_dict"):
         sp.finalize(model, density=DENSITY)
+
+    torch.manual_seed(0)
+    bypass = fully_shard(sp.convert(_Bypass(), "aslp"))
+    with pytest.raises(sp.distributed.MaskNotAppliedError, match=r"1 of 2 .*'inner'"):
+        sp.distributed.check_masks_applied(bypass, torch.randn(2, 16))
     save_result(out, rank, result)
 
 
-def test_fsdp2_trains_like_the_unsharded_model(tmp_path):
-    ranks = spawn(_fsdp_worker, tmp_path)
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    return spawn(_fsdp_worker, tmp_path_factory.mktemp("fsdp"))
+
+
+def test_fsdp2_masks_and_parameters_equal_the_unsharded_model(ranks):
     model = transformer(seed=0)
     masks, _ = train(model, STEPS, SHAPE)
     names = [name for name, _ in sp.masked_layers(model)]
@@ -62,7 +83,8 @@ def test_fsdp2_trains_like_the_unsharded_model(tmp_path):
         for key, value in state.items():
             torch.testing.assert_close(r["full"][key], value, rtol=1e-5, atol=1e-6)
 
-    # What the sharded model reports is what its whole state gives in one process.
+
+def test_reports_and_final_masks_of_the_sharded_model_count_the_whole_masks(ranks):
     for r in ranks:
         twin = transformer(seed=1)
         twin.load_state_dict(r["full"])
@@ -78,26 +100,3 @@ def test_fsdp2_trains_like_the_unsharded_model(tmp_path):
             torch.testing.assert_close(r["eval"], twin.eval()(batches(1, SHAPE)[0][0]))
         finalized = sp.finalize(twin, density=DENSITY)  # the documented way to finalize
         assert sp.sparsity_report(finalized).kept == kept
-
-
-class _Bypass(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.inner = nn.Linear(16, 16)
-        self.last = nn.Linear(16, 4)
-
-    def forward(self, x):
-        return self.last(nn.functional.linear(x, self.inner.weight, self.inner.bias))
-
-
-def _bypass_worker(rank, world, out):
-    torch.manual_seed(0)
-    model = sp.convert(_Bypass(), "aslp")
-    fully_shard(model)
-    with pytest.raises(sp.distributed.MaskNotAppliedError, match=r"1 of 2 .*'inner'"):
-        sp.distributed.check_masks_applied(model, torch.randn(2, 16))
-    save_result(out, rank, {})
-
-
-def test_check_masks_applied_fails_when_a_mask_is_bypassed_under_fsdp2(tmp_path):
-    spawn(_bypass_worker, tmp_path)

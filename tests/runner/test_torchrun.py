@@ -66,6 +66,21 @@ def test_torchrun_equals_one_process(tmp_path):
     same_results(two, single(tmp_path, "one", "--epochs", "2"))
 
 
+def test_torchrun_fsdp_equals_one_process(tmp_path):
+    code, out, err = torchrun(*RUN, "--epochs", "2", "--fsdp", "--out", tmp_path / "fsdp")
+    assert code == 0, err[-3000:]
+    assert (tmp_path / "fsdp" / "checkpoint.dcp" / ".metadata").is_file()
+    assert not (tmp_path / "fsdp" / "checkpoint.pt").exists()
+    fsdp = json.loads((tmp_path / "fsdp" / "final.json").read_text())
+    same_results(fsdp, single(tmp_path, "one", "--epochs", "2"))
+
+
+def test_fsdp_refuses_what_it_cannot_shard(tmp_path):
+    code, _, err = torchrun(*RUN, "--epochs", "1", "--fsdp", "--density", "0.3",
+                            "--out", tmp_path / "budget")
+    assert code == 2 and "--fsdp with --density 0.3 and --method aslp" in err, err[-3000:]
+
+
 def _workers(parent: int) -> list[int]:
     """The processes whose parent is ``parent`` (torchrun's ranks)."""
     pids = []
