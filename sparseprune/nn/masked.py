@@ -21,7 +21,7 @@ Hugging Face GPT-2), convolutions in :mod:`.conv`, attention in :mod:`.attention
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABCMeta, abstractmethod
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -39,8 +39,11 @@ def _no_fast_path(module: nn.Module, args: Any) -> None:
     registered hook is its documented opt-out."""
 
 
-class MaskedLayer(ABC):
+class MaskedLayer(metaclass=ABCMeta):
     """What the masked layers share; mixed into subclasses of the plain layer types."""
+
+    # ABCMeta rather than ABC: ABC's empty __slots__ gives the mixin a layout that FSDP2's class
+    # swap (fully_shard on a masked layer makes it an FSDP<cls> subclass) refuses.
 
     method: MaskMethod
     weight: nn.Parameter

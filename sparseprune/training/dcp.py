@@ -93,7 +93,7 @@ def save(path: str | pathlib.Path, model: nn.Module,
         shutil.rmtree(tmp)  # a write that a dead rank left half done
     _barrier()
     blob = _blob({"methods": method_states(model), "extra": dict(extra or {})})
-    dcp.save(_state(model, optimizer, blob), checkpoint_id=str(tmp))
+    dcp.save(_state(model, optimizer, blob), checkpoint_id=str(tmp), no_dist=not _distributed())
     _barrier()
     if rank0:
         if path.exists():
@@ -111,7 +111,7 @@ def load(path: str | pathlib.Path, model: nn.Module,
     if not (path / ".metadata").is_file():
         raise FileNotFoundError(f"no complete checkpoint at {path} (no {path / '.metadata'})")
     state = _state(model, optimizer, io.BytesIO())
-    dcp.load(state, checkpoint_id=str(path))
+    dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
     set_model_state_dict(model, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])

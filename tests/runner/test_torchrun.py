@@ -17,6 +17,13 @@ import time
 import pytest
 import torch.distributed as dist
 
+import sparseprune as sp
+from sparseprune.runner import sharding
+from sparseprune.runner.config import ConfigError, RunConfig
+from sparseprune.runner.hooks import TrainingHooks
+from sparseprune.runner.models import build_model
+from sparseprune.runner.ranks import Ranks
+
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("this torch build has no torch.distributed with gloo", allow_module_level=True)
 
@@ -57,28 +64,41 @@ def same_results(a: dict, b: dict) -> None:
     assert math.isclose(a["test_loss"], b["test_loss"], rel_tol=1e-4)
 
 
-def test_torchrun_equals_one_process(tmp_path):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The 2-epoch run in one process, which the torchrun runs must equal."""
+    return single(tmp_path_factory.mktemp("one"), "one", "--epochs", "2")
+
+
+def test_torchrun_equals_one_process(tmp_path, one_process):
     code, out, err = torchrun(*RUN, "--epochs", "2", "--out", tmp_path / "two")
     assert code == 0, err[-3000:]
     assert out.count("epoch   2/2") == 1  # rank 0 alone logs
     assert out.count("test accuracy of the final subnetwork") == 1
     two = json.loads((tmp_path / "two" / "final.json").read_text())
-    same_results(two, single(tmp_path, "one", "--epochs", "2"))
+    same_results(two, one_process)
 
 
-def test_torchrun_fsdp_equals_one_process(tmp_path):
+def test_torchrun_fsdp_equals_one_process(tmp_path, one_process):
     code, out, err = torchrun(*RUN, "--epochs", "2", "--fsdp", "--out", tmp_path / "fsdp")
     assert code == 0, err[-3000:]
     assert (tmp_path / "fsdp" / "checkpoint.dcp" / ".metadata").is_file()
     assert not (tmp_path / "fsdp" / "checkpoint.pt").exists()
     fsdp = json.loads((tmp_path / "fsdp" / "final.json").read_text())
-    same_results(fsdp, single(tmp_path, "one", "--epochs", "2"))
+    same_results(fsdp, one_process)
 
 
-def test_fsdp_refuses_what_it_cannot_shard(tmp_path):
-    code, _, err = torchrun(*RUN, "--epochs", "1", "--fsdp", "--density", "0.3",
-                            "--out", tmp_path / "budget")
-    assert code == 2 and "--fsdp with --density 0.3 and --method aslp" in err, err[-3000:]
+def test_fsdp_refuses_what_it_cannot_shard():
+    config = RunConfig(method="aslp", model="lenet300", dataset="synthetic", density=0.3,
+                       fsdp=True)
+    model = sp.convert(build_model("lenet300", (1, 28, 28), 10), "aslp")
+    hooks = TrainingHooks(model, config)
+    with pytest.raises(ConfigError, match=r"--fsdp with --density 0.3 and --method aslp"):
+        sharding.check(config, Ranks(0, 2), hooks)
+    with pytest.raises(ConfigError, match=r"--fsdp shards over several processes"):
+        sharding.check(config, Ranks(), hooks)
+    config.density = None
+    sharding.check(config, Ranks(0, 2), TrainingHooks(model, config))
 
 
 def _workers(parent: int) -> list[int]:
