@@ -31,7 +31,8 @@ def default_out(config: RunConfig) -> pathlib.Path:
 
 
 def train(config: RunConfig, out: Optional[pathlib.Path] = None, *, overwrite: bool = False,
-          progress: Optional[bool] = None, log: Log = echo, ranks: Ranks = Ranks()) -> Optional[dict]:
+          progress: Optional[bool] = None, log: Log = echo,
+          ranks: Ranks = Ranks()) -> Optional[dict]:
     """Train a new run and finish it; returns final.json's content (on rank 0; other ranks of a
     torchrun job return None once training ends)."""
     session = start(config, out or default_out(config), overwrite=overwrite, progress=progress,

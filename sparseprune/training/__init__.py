@@ -1,7 +1,7 @@
 """Helpers for a training loop of your own: budget losses that steer a learned density
 (:mod:`.budget`), the train–prune–retrain loop (:mod:`.schedules`), and training across
-processes on torch.distributed (:mod:`.distributed`, :mod:`.dcp` for sharded checkpoints). What a method needs from
-the loop is its training contract (:class:`sparseprune.methods.TrainingHooks`)."""
+processes on torch.distributed (:mod:`.distributed`, :mod:`.dcp` for sharded checkpoints).
+What a method needs from the loop is its training contract (:class:`sparseprune.methods.TrainingHooks`)."""
 
 from . import budget, dcp, distributed, schedules
 

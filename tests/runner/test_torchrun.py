@@ -116,7 +116,7 @@ def _workers(parent: int) -> list[int]:
 
 @pytest.mark.skipif(not pathlib.Path("/proc").is_dir(), reason="finds the ranks through /proc")
 def test_a_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path):
-    run_dir, epochs = tmp_path / "killed", 12
+    run_dir, epochs = tmp_path / "killed", 6
     proc = torchrun(*RUN, "--epochs", epochs, "--out", run_dir, wait=False)
     deadline = time.monotonic() + 90
     while not (run_dir / "checkpoint.pt").exists():
@@ -130,7 +130,7 @@ def test_a_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path):
     out, err = proc.communicate(timeout=60)  # bounded: the job must not hang
     assert proc.returncode != 0
     assert time.monotonic() - killed_at < 60
-    assert "Signals.SIGKILL" in err or "another rank stopped" in err, err[-3000:]
+    assert "Signal 9 (SIGKILL)" in err or "another rank stopped" in err, err[-3000:]
     done = json.loads((run_dir / "config.json").read_text())
     assert done["epochs"] == epochs
 
