@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import pathlib
 import shutil
+import warnings
 from typing import Any, Optional
 
 import torch
@@ -111,7 +112,9 @@ def load(path: str | pathlib.Path, model: nn.Module,
     if not (path / ".metadata").is_file():
         raise FileNotFoundError(f"no complete checkpoint at {path} (no {path / '.metadata'})")
     state = _state(model, optimizer, io.BytesIO())
-    dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
+    with warnings.catch_warnings():  # one process on purpose: torch warns that it assumes so
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
     set_model_state_dict(model, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
