@@ -2,8 +2,9 @@
 dataset into a run directory, resume it, report it, compare runs.
 
 Run directory: ``config.json``, ``metrics.csv`` (per epoch), ``final.json`` (final subnetwork),
-``checkpoint.pt`` (resume; ``checkpoint.dcp/`` with ``--fsdp``), ``best.pt`` (best validation epoch), ``subnetwork.safetensors`` (finalized
-``state_dict``), ``curves.png``, ``density.png``, ``scores.png``.
+``checkpoint.pt`` (resume; ``checkpoint.dcp/`` with ``--fsdp``), ``best.pt`` (best validation
+epoch), ``subnetwork.safetensors`` (finalized ``state_dict``), ``curves.png``, ``density.png``,
+``scores.png``.
 """
 
 from __future__ import annotations
