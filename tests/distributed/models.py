@@ -37,9 +37,9 @@ class Transformer(nn.Module):
         return self.head(x.mean(1))
 
 
-def transformer(seed: int, **options) -> nn.Module:
+def transformer(seed: int, method: str = "aslp", **options) -> nn.Module:
     torch.manual_seed(seed)
-    return sp.convert(Transformer(), "aslp", **options)
+    return sp.convert(Transformer(), method, **options)
 
 
 def batches(steps: int, shape: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:

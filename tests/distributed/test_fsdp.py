@@ -55,6 +55,13 @@ def _fsdp_worker(rank, world, out):
     with pytest.raises(ValueError, match=r"sharded by FSDP2.*full_state_dict"):
         sp.finalize(model, density=DENSITY)
 
+    # Edge-Popup: its per-layer top-k runs on the whole scores in the forward and when gathered.
+    popup = shard(transformer(seed=0, method="edge_popup", density=0.5))
+    train(popup, 1, SHAPE, rank, world)
+    result["popup"] = {"full": sp.distributed.full_state_dict(popup),
+                       "own_final": sp.final_masks(popup),
+                       "final": sp.final_masks(popup, density=DENSITY, scope="local")}
+
     torch.manual_seed(0)
     bypass = sp.convert(_Bypass(), "aslp")
     fully_shard(bypass.last)  # a masked layer as its own unit (FSDP2 swaps its class)
@@ -102,3 +109,18 @@ def test_reports_and_final_masks_of_the_sharded_model_count_the_whole_masks(rank
             torch.testing.assert_close(r["eval"], twin.eval()(batches(1, SHAPE)[0][0]))
         finalized = sp.finalize(twin, density=DENSITY)  # the documented way to finalize
         assert sp.sparsity_report(finalized).kept == kept
+
+
+def test_edge_popup_top_k_on_sharded_scores(ranks):
+    model = transformer(seed=0, method="edge_popup", density=0.5)
+    train(model, 1, SHAPE)
+    for r in ranks:
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(r["popup"]["full"][key], value, rtol=1e-5, atol=1e-6)
+        twin = transformer(seed=1, method="edge_popup", density=0.5)
+        twin.load_state_dict(r["popup"]["full"])
+        for name, mask in sp.final_masks(twin).items():
+            assert torch.equal(r["popup"]["own_final"][name], mask), name
+            assert int(mask.sum()) == round(0.5 * mask.numel())
+        for name, mask in sp.final_masks(twin, density=DENSITY, scope="local").items():
+            assert torch.equal(r["popup"]["final"][name], mask), name
