@@ -26,7 +26,7 @@ from .convert import (convert, final_masks, finalize, mask_parameters,  # noqa: 
                       masked_layers, param_groups, sampled_masks)
 from .report import Report, sparsity_report  # noqa: E402
 from .methods import sensitivity  # noqa: E402
-from .training import budget, schedules  # noqa: E402
+from .training import budget, distributed, schedules  # noqa: E402
 from . import pruning  # noqa: E402
 from .pruning import prune_at_init, prune_oneshot, set_masks  # noqa: E402
 from .inference import load, save, to_sparse  # noqa: E402
@@ -36,5 +36,5 @@ __all__ = [
     "masked_layers", "param_groups", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
     "nn", "ops", "reference", "budget", "sensitivity", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas",
     "supported_cpu_isas", "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",
-    "schedules", "rng",
+    "schedules", "rng", "distributed",
 ]

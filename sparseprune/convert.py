@@ -16,6 +16,7 @@ from . import _validate
 from .methods import Recipe
 from .nn.coverage import KINDS, Kind, kind_of, uncovered_weights
 from .nn.masked import MaskedLayer
+from .nn.sharded import fsdp_modules, gathered
 from .nn.sparse import SparseLayer
 from .select import select_top
 
@@ -222,16 +223,20 @@ def final_masks(model: nn.Module, *, density: Optional[float] = None,
     (``scope="local"``, N = the layer's weights). Ties break by position. ``min_layer_density``
     keeps at least ``ceil(min_layer_density * N_l)`` weights in every layer (the global total
     stays exact; :func:`sparseprune.select.select_top`).
+
+    On a model sharded by FSDP2 the scores are gathered (every rank must call this; each gets
+    every whole mask), so the masks and the global top-k are the unsharded model's.
     """
     scope = _validate.scope(scope)
     min_layer_density = _validate.number_in("min_layer_density", min_layer_density, 0.0, 1.0)
-    layers = masked_layers(model)
-    if density is None or not layers:
-        return {name: layer.method.final_mask(layer) for name, layer in layers}
-    scores = [layer.method.ranking_scores(layer) for _, layer in layers]
-    masks = select_top(scores, _validate.density(density), scope=scope,
-                       min_layer_density=min_layer_density)
-    return {name: mask for (name, _), mask in zip(layers, masks)}
+    with gathered(model):
+        layers = masked_layers(model)
+        if density is None or not layers:
+            return {name: layer.method.final_mask(layer).clone() for name, layer in layers}
+        scores = [layer.method.ranking_scores(layer) for _, layer in layers]
+        masks = select_top(scores, _validate.density(density), scope=scope,
+                           min_layer_density=min_layer_density)
+        return {name: mask for (name, _), mask in zip(layers, masks)}
 
 
 def kept_count(layer: MaskedLayer, mask: torch.Tensor) -> int:
@@ -266,6 +271,15 @@ def finalize(model: nn.Module, *, density: Optional[float] = None,
         warnings.warn(f"finalize: the model has no masked layers, nothing to do ({what})",
                       UserWarning, stacklevel=3)
         return model
+    if fsdp_modules(model):
+        # Plain twins carrying whole weights inside fully_shard modules would leave FSDP holding
+        # the replaced parameters; the whole state belongs in an unsharded model.
+        raise ValueError(
+            "finalize: the model is sharded by FSDP2 (fully_shard); load its full state into an "
+            "unsharded copy and finalize that: get_model_state_dict(model, options="
+            "StateDictOptions(full_state_dict=True)) from torch.distributed.checkpoint.state_dict, "
+            "or sparseprune.distributed.full_state_dict(model). sp.final_masks(model, "
+            "density=...) works on the sharded model itself")
     masks = final_masks(model, density=density, scope=scope,
                         min_layer_density=min_layer_density)
     if density is not None:

@@ -25,6 +25,7 @@ from torch import nn
 from . import _validate as V
 from .nn.coverage import kind_of
 from .nn.masked import MaskedLayer
+from .nn.sharded import gathered
 from .nn.sparse import SparseLayer
 
 
@@ -198,7 +199,15 @@ def sparsity_report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]] =
     ``masks`` (name -> boolean mask, e.g. from :func:`sparseprune.convert.final_masks` with a
     density) overrides the masked layers' own final masks. With ``input_shape`` (one sample's
     shape, e.g. ``(1, 28, 28)``) the report also counts FLOPs per sample (see the module doc).
+    A model sharded by FSDP2 is gathered for the count (:func:`sparseprune.nn.sharded.gathered`;
+    every rank must call this), so the report counts the whole masks, not a shard's.
     """
+    with gathered(model):
+        return _report(model, masks, input_shape)
+
+
+def _report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]],
+            input_shape: Optional[Sequence[int]]) -> Report:
     positions = output_positions(model, input_shape) if input_shape is not None else None
     report = Report()
     for name, module in _prunable(model):

@@ -21,7 +21,7 @@ Hugging Face GPT-2), convolutions in :mod:`.conv`, attention in :mod:`.attention
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABCMeta, abstractmethod
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -39,14 +39,19 @@ def _no_fast_path(module: nn.Module, args: Any) -> None:
     registered hook is its documented opt-out."""
 
 
-class MaskedLayer(ABC):
+class MaskedLayer(metaclass=ABCMeta):
     """What the masked layers share; mixed into subclasses of the plain layer types."""
+
+    # ABCMeta rather than ABC: ABC's empty __slots__ gives the mixin a layout that FSDP2's class
+    # swap (fully_shard on a masked layer makes it an FSDP<cls> subclass) refuses.
 
     method: MaskMethod
     weight: nn.Parameter
     bias: Optional[nn.Parameter]
     # Whether fused() runs one fused masked op (masked weight and GEMM/convolution together).
     fusable: ClassVar[bool] = False
+    # XORed into the stream's seed at each draw (per-rank noise); 0: the shared stream itself.
+    stream_key: int = 0
 
     def set_method(self, method: str | MaskMethod, **options: Any) -> None:
         """Attach a pruning method (a name plus options, or an instance)."""
@@ -73,6 +78,8 @@ class MaskedLayer(ABC):
         # of the buffer handed the advanced pair to backward.
         rng = self.rng + 0
         self.rng.copy_(torch.stack((rng[0], rng[1] + 1)))
+        if self.stream_key:
+            rng = torch.stack((rng[0] ^ self.stream_key, rng[1]))
         return rng if rng.device.type == "cpu" else rng.cpu()
 
     def fused(self, input: Tensor, method: str, **options: Any) -> Tensor:

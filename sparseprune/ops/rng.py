@@ -33,6 +33,17 @@ def new_stream(generator: Optional[torch.Generator] = None,
     return torch.stack((seed, torch.zeros((), dtype=torch.int64))).to(device)
 
 
+def stream_key(index: int) -> int:
+    """A 64-bit value to XOR into a stream's seed so that process ``index`` (a rank) draws noise of
+    its own from a stream every process shares (splitmix64 of ``index + 1``; 0 never comes out for
+    small indices, so no key leaves the stream unchanged)."""
+    z = (int(index) + 1) * 0x9E3779B97F4A7C15 & (2**64 - 1)
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & (2**64 - 1)
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB & (2**64 - 1)
+    z ^= z >> 31
+    return z - 2**64 if z >= 2**63 else z
+
+
 def rng_state(seed: int, offset: int = 0) -> Tensor:
     """The ``rng`` argument for a given seed and offset (each a 64-bit integer)."""
     def signed(v: int) -> int:

@@ -3,7 +3,9 @@ masked layer's method state, optimizer and scheduler state, the global RNG state
 bookkeeping (epoch, history, best epoch, early-stopping counter, timings).
 
 Files are written atomically (temporary file + rename) and read with ``weights_only=True``: they
-hold only tensors and plain Python values, so loading one runs no code.
+hold only tensors and plain Python values, so loading one runs no code. A model sharded by
+``--fsdp`` checkpoints to the DCP directory ``checkpoint.dcp`` instead (every rank writes its
+shards; :mod:`sparseprune.training.dcp`), and ``best.pt`` holds its gathered whole state.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ import torch
 from torch import nn
 
 import sparseprune as sp
+from sparseprune.nn.sharded import fsdp_modules
+from sparseprune.training import dcp
+from sparseprune.training.dcp import method_states, restore_method_states
+
+from .ranks import Ranks
 
 CHECKPOINT = "checkpoint.pt"
+SHARDED = "checkpoint.dcp"  # directory
 BEST = "best.pt"
 FORMAT = 1
 
@@ -40,42 +48,29 @@ class TrainState:
     resumes: list[dict] = field(default_factory=list)
 
 
-_SIMPLE = (type(None), bool, int, float, str, torch.Tensor)
-
-
-def _simple(value: Any) -> bool:
-    if isinstance(value, (list, tuple)):
-        return all(isinstance(v, _SIMPLE) for v in value)
-    return isinstance(value, _SIMPLE)
-
-
-def method_states(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Each masked layer's method attributes that are plain values or tensors (options and any
-    state a method keeps between steps, e.g. a schedule position), by layer name."""
-    return {name: {k: v for k, v in vars(layer.method).items() if _simple(v)}
-            for name, layer in sp.masked_layers(model)}
-
-
-def restore_method_states(model: nn.Module, states: dict[str, dict[str, Any]]) -> None:
-    layers = dict(sp.masked_layers(model))
-    missing = sorted(set(states) - set(layers))
-    if missing:
-        raise ValueError(f"checkpoint has method state for layers not in the model: {missing}")
-    for name, state in states.items():
-        for key, value in state.items():
-            setattr(layers[name].method, key, value)
-
-
 def _atomic_save(obj: Any, path: pathlib.Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
+def exists(directory: pathlib.Path) -> bool:
+    """Whether ``directory`` holds a complete checkpoint (either kind)."""
+    directory = pathlib.Path(directory)
+    return (directory / CHECKPOINT).is_file() or (directory / SHARDED / ".metadata").is_file()
+
+
 def save(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-         scheduler: Optional[Any], state: TrainState) -> pathlib.Path:
-    """Write ``directory/checkpoint.pt``; returns its path."""
+         scheduler: Optional[Any], state: TrainState, ranks: Ranks = Ranks()) -> pathlib.Path:
+    """Write ``directory/checkpoint.pt`` (rank 0; every rank may call), or every rank's shards
+    of a sharded model to ``directory/checkpoint.dcp``; returns its path."""
+    if fsdp_modules(model):
+        return dcp.save(pathlib.Path(directory) / SHARDED, model, optimizer, extra={
+            "format": FORMAT, "rng": torch.get_rng_state(), "state": asdict(state),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None})
     path = pathlib.Path(directory) / CHECKPOINT
+    if not ranks.main:
+        return path
     _atomic_save({
         "format": FORMAT,
         "model": model.state_dict(),
@@ -88,10 +83,13 @@ def save(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optim
     return path
 
 
-def save_best(directory: pathlib.Path, model: nn.Module) -> None:
-    """The model and method states of the best validation epoch (``best.pt``)."""
-    _atomic_save({"format": FORMAT, "model": model.state_dict(), "methods": method_states(model)},
-                 pathlib.Path(directory) / BEST)
+def save_best(directory: pathlib.Path, model: nn.Module, ranks: Ranks = Ranks()) -> None:
+    """The model and method states of the best validation epoch (``best.pt``; every rank may
+    call, rank 0 writes; a sharded model's whole state is gathered first)."""
+    state = sp.distributed.full_state_dict(model) if fsdp_modules(model) else model.state_dict()
+    if ranks.main:
+        _atomic_save({"format": FORMAT, "model": state, "methods": method_states(model)},
+                     pathlib.Path(directory) / BEST)
 
 
 def discard_best(directory: pathlib.Path) -> None:
@@ -118,6 +116,15 @@ def load(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optim
          scheduler: Optional[Any]) -> TrainState:
     """Restore everything :func:`save` wrote into the given live objects and the global RNG;
     returns the training state."""
+    if fsdp_modules(model):
+        extra = dcp.load(pathlib.Path(directory) / SHARDED, model, optimizer)
+        if extra.get("format") != FORMAT:
+            raise ValueError(f"{directory / SHARDED}: not a sparseprune checkpoint of format "
+                             f"{FORMAT}")
+        if scheduler is not None and extra["scheduler"] is not None:
+            scheduler.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["rng"])
+        return TrainState(**extra["state"])
     payload = _read(pathlib.Path(directory) / CHECKPOINT)
     model.load_state_dict(payload["model"])
     restore_method_states(model, payload["methods"])

@@ -5,6 +5,7 @@ in the rest of :mod:`sparseprune.runner`.
     sparseprune train --resume DIR [--epochs TOTAL]                      continue a run exactly
     sparseprune oneshot --method M --model NAME (--density D | --pattern N:M) [options]
                                                                          prune a pretrained model
+    torchrun --nproc-per-node N -m sparseprune train ...                 the same on N processes
     sparseprune report DIR                                               a run's table
     sparseprune compare DIR... [--plot PNG]                              runs side by side
     sparseprune info                                                     installation, methods, data
@@ -27,7 +28,7 @@ PROG = "sparseprune"
 
 TRAIN_FLAGS = ("method", "model", "dataset", "opt", "batch_size", "steps_per_epoch", "lr", "group_lr", "density",
                "density_scope", "budget_strength", "seed", "out", "val_fraction", "augment", "select", "init",
-               "data_dir", "download", "threads", "overwrite")
+               "data_dir", "download", "threads", "overwrite", "fsdp")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,6 +143,10 @@ def _train_parser(sub) -> None:
                    help="do not start an epoch that would end past this many minutes of "
                         "training in this session (a resumed run gets a new budget)")
     g.add_argument("--threads", type=_int, help="torch CPU threads (default torch's)")
+    g.add_argument("--fsdp", action="store_true", default=None,
+                   help="under torchrun: shard weights, scores, gradients and optimizer state "
+                        "over the ranks (FSDP2 fully_shard per masked layer and at the root; "
+                        "default: DDP, every rank holds the whole model)")
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", help="dataset directory or its parent (default: "
                    "$SPARSEPRUNE_DATA, /usr/share/datasets/<name>, ~/.cache/sparseprune/<name>)")
@@ -267,6 +272,24 @@ def _config_from(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    """``train`` on one process, or on each rank of a torchrun job (:mod:`.ranks`)."""
+    from . import RunError
+    from .ranks import join, leave, lost_peer
+
+    ranks = join()
+    try:
+        return _train_on(args, ranks)
+    except RuntimeError as exc:
+        message = None if isinstance(exc, RunError) else lost_peer(
+            exc, ranks, args.resume or args.out or "the run directory")
+        if message is None:
+            raise
+        raise RunError(message) from exc
+    finally:
+        leave()
+
+
+def _train_on(args: argparse.Namespace, ranks) -> int:
     from .. import runner
     from . import ConfigError
 
@@ -280,15 +303,17 @@ def _train(args: argparse.Namespace) -> int:
                               f"drop {', '.join(clashing)} (only --epochs, --patience, "
                               "--max-minutes may change)")
         runner.resume_run(pathlib.Path(args.resume), epochs=args.epochs, patience=args.patience,
-                          max_minutes=args.max_minutes, progress=progress)
-        print(runner.report(pathlib.Path(args.resume)))
+                          max_minutes=args.max_minutes, progress=progress, ranks=ranks)
+        if ranks.main:
+            print(runner.report(pathlib.Path(args.resume)))
         return 0
     config = _config_from(args)
     out = pathlib.Path(args.out) if args.out else runner.default_out(config)
     args.out = str(out)  # for the interrupt message
-    runner.train(config, out, overwrite=bool(args.overwrite), progress=progress)
-    print()
-    print(runner.report(out))
+    runner.train(config, out, overwrite=bool(args.overwrite), progress=progress, ranks=ranks)
+    if ranks.main:
+        print()
+        print(runner.report(out))
     return 0
 
 

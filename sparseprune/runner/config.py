@@ -51,6 +51,7 @@ class RunConfig:
     download: bool = False
     max_minutes: float = 0.0              # stop before an epoch that would end past it; 0 = off
     threads: Optional[int] = None
+    fsdp: bool = False                    # shard with FSDP2 over the torchrun ranks
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -6,6 +6,10 @@ Randomness: the global torch generator (weight init, the masks' noise) is seeded
 every checkpoint; each epoch's shuffling and augmentation use generators seeded from
 ``(seed, epoch)``. A resumed run therefore sees exactly the batches, noise and optimizer state of an
 uninterrupted one (on the same thread count).
+
+Under torchrun (:mod:`.ranks`) every rank builds the same model from the same seed, DDP wraps it,
+each rank trains on its share of every global batch and evaluates the whole validation split (so
+early stopping and pruning decide alike everywhere), and rank 0 alone logs and writes files.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from .config import ConfigError, RunConfig, validate
 from .hooks import TrainingHooks
 from .metrics import write_metrics
 from .optim import build_optimizer, init_weights
+from . import sharding
+from .ranks import Ranks, loss_for_rank
 
 Log = Callable[[str], None]
 
@@ -44,7 +50,7 @@ def echo(message: str) -> None:
     """The default log: print and flush (runs are long; logs are often files)."""
     print(message, flush=True)
 
-RUN_FILES = ("config.json", "metrics.csv", "final.json", ckpt.CHECKPOINT, ckpt.BEST,
+RUN_FILES = ("config.json", "metrics.csv", "final.json", ckpt.CHECKPOINT, ckpt.SHARDED, ckpt.BEST,
              "subnetwork.safetensors", "curves.png", "density.png", "scores.png")
 EVAL_BATCH = 1024
 
@@ -68,6 +74,13 @@ class Session:
     state: ckpt.TrainState
     hooks: TrainingHooks
     pending: bool = True  # False: resume found a finished run and nothing to do
+    ranks: Ranks = Ranks()
+    wrapped: Optional[nn.Module] = None  # what the training forward calls (DDP); else model
+    twin: Optional[nn.Module] = None     # --fsdp: the unsharded model, for the final work
+
+    @property
+    def forward(self) -> nn.Module:
+        return self.wrapped if self.wrapped is not None else self.model
 
     @property
     def total_epochs(self) -> int:
@@ -112,13 +125,24 @@ def steps_per_epoch(config: RunConfig, splits: D.Splits) -> int:
     return min(full, config.steps_per_epoch) if config.steps_per_epoch else full
 
 
-def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True) -> Session:
+def _wrap(model: nn.Module, ranks: Ranks) -> Optional[nn.Module]:
+    """DDP around ``model`` on several ranks (it broadcasts rank 0's parameters and buffers,
+    the masks' streams included), else None."""
+    if not ranks.distributed:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model)
+
+
+def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True,
+          ranks: Ranks = Ranks()) -> Session:
     """Validate, load the data, build model + method + optimizer from ``config`` (seeded)."""
     validate(config)
     methods.check(config.method, config.options, config.density)
     if config.threads:
         torch.set_num_threads(config.threads)
-    splits = load_splits(config, progress)
+    splits = load_splits(config, progress and ranks.main)
     torch.manual_seed(config.seed)
     try:
         model = build_model(config.model, splits.input_shape, splits.num_classes)
@@ -130,9 +154,15 @@ def build(config: RunConfig, directory: pathlib.Path, *, progress: bool = True) 
                           data=sample)
     hooks = TrainingHooks(model, config, steps_per_epoch(config, splits))  # before any step:
     # the budget measures the initial density
+    twin = None
+    if config.fsdp:  # before the optimizer: it must hold the shards
+        sharding.check(config, ranks, hooks)
+        twin = sharding.shard(model)
     optimizer, scheduler, groups = build_optimizer(model, config)
+    wrapped = None if config.fsdp else _wrap(model, ranks)
     return Session(config, pathlib.Path(directory), splits, model, optimizer, scheduler, groups,
-                   _augment(config, splits), ckpt.TrainState(), hooks)
+                   _augment(config, splits), ckpt.TrainState(), hooks, ranks=ranks,
+                   wrapped=wrapped, twin=twin)
 
 
 def _bar(iterable, *, total: int, desc: str, progress: Optional[bool], **kwargs) -> tqdm:
@@ -177,18 +207,19 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
     aug_gen = torch.Generator().manual_seed(seed + 500_009)
     total_loss, correct, seen, times = 0.0, 0, 0, []
     bar = _bar(itertools.islice(batches, total), total=total,
-               desc=f"epoch {epoch}/{s.total_epochs}", progress=progress)
+               desc=f"epoch {epoch}/{s.total_epochs}", progress=progress if s.ranks.main else False)
     density, density_at = None, -math.inf
     for step, (x, y) in enumerate(bar):
         if s.augment is not None:
-            x = s.augment(x, aug_gen)
+            x = s.augment(x, aug_gen)  # the whole global batch: the same draws as one process
         start = time.perf_counter()
-        logits = s.model(x)
-        loss = F.cross_entropy(logits, y)
-        extra = s.hooks.extra_loss()
-        s.optimizer.zero_grad(set_to_none=True)
-        (loss if extra is None else loss + extra).backward()
-        s.optimizer.step()
+        if s.ranks.distributed:
+            logits, loss, batch_correct = _rank_step(s, x, y)
+        else:
+            logits = s.model(x)
+            loss = F.cross_entropy(logits, y)
+            _backward(s, loss)
+            batch_correct = int((logits.argmax(1) == y).sum())
         s.hooks.after_step(x, y)
         times.append(time.perf_counter() - start)
         value = loss.item()
@@ -197,9 +228,9 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
             raise RunError(f"training diverged: loss {value} at epoch {epoch}, step {step + 1}; "
                            "try a lower --lr")
         total_loss += value * len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        correct += batch_correct
         seen += len(y)
-        if not bar.disable:
+        if not bar.disable and not s.ranks.distributed:  # a sharded count is collective
             # Every step, drawn at once only on the first: tqdm redraws at most every
             # mininterval, with the latest figures. The density (a pass over every mask) is
             # recomputed as often as that.
@@ -214,6 +245,24 @@ def train_epoch(s: Session, epoch: int, progress: Optional[bool]) -> dict:
             "step_seconds": statistics.median(times)}
 
 
+def _backward(s: Session, loss: torch.Tensor) -> None:
+    extra = s.hooks.extra_loss()
+    s.optimizer.zero_grad(set_to_none=True)
+    (loss if extra is None else loss + extra).backward()
+    s.optimizer.step()
+
+
+def _rank_step(s: Session, x: torch.Tensor, y: torch.Tensor):
+    """One step on this rank's share of the global batch ``(x, y)``; returns its logits, the
+    global batch's mean loss and correct count (summed over ranks: one small collective)."""
+    part = s.ranks.share(len(y))
+    logits = s.forward(x[part])
+    loss_sum = F.cross_entropy(logits, y[part], reduction="sum")
+    _backward(s, loss_for_rank(loss_sum, len(y), s.ranks))
+    total, correct = s.ranks.all_sum(loss_sum.item(), int((logits.argmax(1) == y[part]).sum()))
+    return logits, torch.tensor(total / len(y)), int(correct)
+
+
 def _temperature(model: nn.Module) -> Optional[float]:
     for _, layer in sp.masked_layers(model):
         t = getattr(layer.method, "temperature", None)
@@ -225,7 +274,7 @@ def _temperature(model: nn.Module) -> Optional[float]:
 def epoch_row(s: Session, epoch: int, train: dict, seconds: float,
               progress: Optional[bool] = False) -> dict:
     """The metrics.csv row of an epoch that just ended."""
-    val_acc, val_loss = evaluate(s.model, s.splits.val, progress=progress,
+    val_acc, val_loss = evaluate(s.model, s.splits.val, progress=progress and s.ranks.main,
                                  desc=f"epoch {epoch}/{s.total_epochs} validation")
     report = sp.sparsity_report(s.model, input_shape=s.splits.input_shape)
     row = {"epoch": epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
@@ -240,9 +289,9 @@ def epoch_row(s: Session, epoch: int, train: dict, seconds: float,
     return row
 
 
-def prepare_directory(directory: pathlib.Path, overwrite: bool) -> None:
+def prepare_directory(directory: pathlib.Path, overwrite: bool, ranks: Ranks = Ranks()) -> None:
     """Create the run directory; refuse to mix two runs unless ``overwrite`` (which removes only
-    the files a run writes)."""
+    the files a run writes). Every rank checks, rank 0 writes once all have."""
     directory = pathlib.Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--out {directory} exists and is not a directory")
@@ -250,6 +299,9 @@ def prepare_directory(directory: pathlib.Path, overwrite: bool) -> None:
     if existing and not overwrite:
         raise ConfigError(f"--out {directory} already holds a run ({existing[0]}); continue it "
                           f"with --resume {directory} or pass --overwrite")
+    ranks.barrier()
+    if not ranks.main:
+        return
     for f in existing:
         path = directory / f
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -282,7 +334,7 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
             st.best_val = row["val_acc"] if has_val else st.best_val
             st.best_epoch, st.stale = epoch, 0
             if has_val:
-                ckpt.save_best(s.directory, s.model)
+                ckpt.save_best(s.directory, s.model, s.ranks)
         else:
             st.stale += 1
         if s.scheduler is not None:
@@ -302,26 +354,36 @@ def fit(s: Session, *, progress: Optional[bool], log: Log) -> None:
             # The final model comes from after the last pruning (the sparsest): the pruned
             # model itself unless a later epoch improves on it.
             st.best_val, st.stale, st.best_epoch = float("-inf"), 0, 0
-            ckpt.discard_best(s.directory)
+            if s.ranks.main:
+                ckpt.discard_best(s.directory)
         st.wall_seconds = wall_before + time.perf_counter() - session_start
-        ckpt.save(s.directory, s.model, s.optimizer, s.scheduler, st)
-        write_metrics(s.directory, st.history)
+        ckpt.save(s.directory, s.model, s.optimizer, s.scheduler, st, s.ranks)
+        if s.ranks.main:
+            write_metrics(s.directory, st.history)
         if st.stop_reason:
             log(st.stop_reason)
             break
     st.wall_seconds = wall_before + time.perf_counter() - session_start
 
 
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0."""
+
+
 def start(config: RunConfig, directory: pathlib.Path, *, overwrite: bool = False,
-          progress: Optional[bool] = None, log: Log = echo) -> Session:
+          progress: Optional[bool] = None, log: Log = echo, ranks: Ranks = Ranks()) -> Session:
     """Build and train a new run in ``directory``; returns the trained session."""
     directory = pathlib.Path(directory)
     validate(config)
     methods.check(config.method, config.options, config.density)
+    log = log if ranks.main else _quiet
     wall = time.perf_counter()
-    s = build(config, directory, progress=bool(progress) if progress is not None else True)
-    prepare_directory(directory, overwrite)  # after the data loaded: a failure keeps an old run
-    config.save(directory)
+    s = build(config, directory, progress=bool(progress) if progress is not None else True,
+              ranks=ranks)
+    # After the data loaded: a failure keeps an old run.
+    prepare_directory(directory, overwrite, ranks)
+    if ranks.main:
+        config.save(directory)
     s.state.wall_seconds = time.perf_counter() - wall  # data loading and setup count too
     lrs = ", ".join(f"{g['name']} lr {g['lr']:g}" for g in s.optimizer.param_groups)
     log(f"run {directory}: {config.method} on {config.model} / {config.dataset} "
@@ -372,7 +434,7 @@ def _check_resume(directory: pathlib.Path, saved: RunConfig, config: RunConfig, 
 
 def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
            patience: Optional[int] = None, max_minutes: Optional[float] = None,
-           progress: Optional[bool] = None, log: Log = echo) -> Session:
+           progress: Optional[bool] = None, log: Log = echo, ranks: Ranks = Ranks()) -> Session:
     """Continue the run in ``directory`` from its checkpoint exactly where it stopped.
 
     ``epochs`` is the run's new total (the same meaning as in :func:`start`: per pruning round for
@@ -382,6 +444,7 @@ def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
     without one ``config.json`` is left alone. ``session.pending`` is False when there is nothing
     left to train and the run was already finished (``final.json`` exists)."""
     directory = pathlib.Path(directory)
+    log = log if ranks.main else _quiet
     if not directory.is_dir():
         raise ConfigError(f"--resume {directory}: no such directory")
     saved = RunConfig.load(directory)
@@ -390,14 +453,10 @@ def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
         if value is not None:
             setattr(config, name, value)
     validate(config)
-    has_checkpoint = (directory / ckpt.CHECKPOINT).is_file()
-    try:
-        done = ckpt.read_state(directory).epoch if has_checkpoint else 0
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"--resume {directory}: {one_line(exc)}") from exc
-    _check_resume(directory, saved, config, done, epochs)
     setup = time.perf_counter()
-    s = build(config, directory, progress=bool(progress) if progress is not None else True)
+    s = build(config, directory, progress=bool(progress) if progress is not None else True,
+              ranks=ranks)
+    has_checkpoint = ckpt.exists(directory)
     if has_checkpoint:
         try:
             s.state = ckpt.load(directory, s.model, s.optimizer, s.scheduler)
@@ -405,6 +464,7 @@ def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ConfigError(f"--resume {directory}: {one_line(exc)}") from exc
     st, total = s.state, s.total_epochs
+    _check_resume(directory, saved, config, st.epoch, epochs)
     changed = {name: [getattr(saved, name), getattr(config, name)] for name in RESUMABLE
                if getattr(saved, name) != getattr(config, name)}
     if st.stop_reason.startswith("time budget") or patience is not None \
@@ -418,8 +478,10 @@ def resume(directory: pathlib.Path, *, epochs: Optional[int] = None,
         if "epochs" in changed and (line := _replan_cosine(s)):
             lines.append(line)
         if has_checkpoint:  # the record survives an interruption before the next epoch ends
-            ckpt.save(directory, s.model, s.optimizer, s.scheduler, st)
-        config.save(directory)
+            ckpt.save(directory, s.model, s.optimizer, s.scheduler, st, s.ranks)
+        ranks.barrier()  # every rank has read config.json and the checkpoint before rank 0 writes
+        if ranks.main:
+            config.save(directory)
         for line in lines:
             log(line)
     to_train = total - st.epoch if not st.stop_reason else 0
