@@ -16,7 +16,7 @@ namespace host {
 namespace {
 
 constexpr int64_t kRowBlock = 16;          // outputs per CPU task (one cache line of y)
-constexpr int64_t kBatchChunk = 64;        // batch rows per CPU task (every ISA's tile divides it)
+constexpr int64_t kBatchChunk = kNmBatchChunk;  // batch rows per CPU task (every ISA's tile divides it)
 constexpr int64_t kMinTaskWork = 1 << 14;  // vector FMAs below which a second thread costs more
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -121,9 +121,13 @@ at::Tensor nm_linear(const at::Tensor& input, const at::Tensor& values, const at
                        k.gemv(p, begin * kRowBlock, std::min(end * kRowBlock, rows));
                      });
   } else if (rows > 0 && batch > 1) {
-    const at::Tensor xt = x.t().contiguous();  // (cols, batch)
-    p.xt = xt.data_ptr<float>();
+    // (chunks, cols, kNmBatchChunk): each chunk of batch rows transposed, the last zero-padded.
     const int64_t chunks = ceil_div(batch, kBatchChunk);
+    const at::Tensor xt = at::constant_pad_nd(x, {0, 0, 0, chunks * kBatchChunk - batch})
+                              .view({chunks, kBatchChunk, cols})
+                              .transpose(1, 2)
+                              .contiguous();
+    p.xt = xt.data_ptr<float>();
     const int64_t work = kRowBlock * (4 + slots) * ceil_div(std::min(batch, kBatchChunk), 16);
     // Tasks: (batch chunk, row block), chunk-major so a thread sweeps the rows against one slice
     // of xt.

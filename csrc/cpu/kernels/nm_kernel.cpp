@@ -212,105 +212,81 @@ constexpr int64_t kTile = kMaxParts * kW;  // batch rows per tile
 constexpr int64_t kRowBlock = 16;          // outputs per block
 constexpr int64_t kL1Floats = 4096;        // the slice of xt one input block keeps in L1 (16 KiB)
 
-// Accumulates one output row over the slots [j_begin, j_end) (whole groups, starting at group
-// g_begin) into acc, for a tile of kParts vectors of batch rows (the last one `last` lanes wide
-// unless kFull), in kSets independent sums so that consecutive FMAs do not wait for each other.
-template <int kParts, bool kFull, class T>
-struct RowTile {
-  static constexpr int kSets = kParts == 1 ? 8 : kParts == 2 ? 4 : 2;
+// One output row over the slots of groups [g_begin, g_end) (g_begin a multiple of 16, so at a word
+// boundary), for a tile of kParts vectors of batch rows (the last one `last` lanes wide unless
+// kFull), added into out[0 .. tile). The sums stay in registers: kSets independent sets so that
+// consecutive FMAs do not wait for each other. kN / kBits: the pattern's n and index bits known
+// at compile time (a word's fields cut out by constant shifts), or 0: read from w.
+template <int kParts, bool kFull, int kN, int kBits, class T>
+void row_tile(const NmMatrix& w, const T* val, const uint32_t* idx, const float* xt, int64_t ld,
+              int last, int64_t g_begin, int64_t g_end, float* out) {
+  constexpr int kSets = kParts == 1 ? 8 : kParts == 2 ? 4 : 2;
   V acc[kSets][kParts];
-  const float* xt;  // xt at the tile's first batch row
-  int64_t ld;       // floats between consecutive rows of xt (the batch)
-  int last;
-
-  V part(const float* row, int t) const {
+  for (int s = 0; s < kSets; ++s)
+    for (int t = 0; t < kParts; ++t) acc[s][t] = Simd::zero();
+  auto part = [&](const float* row, int t) {
     return kFull || t < kParts - 1 ? Simd::load(row + t * kW) : Simd::load_n(row + t * kW, last);
-  }
-
-  void fma(int s, float weight, const float* row) {
-    const V wv = Simd::set1(weight);
-    SP_UNROLL for (int t = 0; t < kParts; ++t) acc[s][t] = Simd::fmadd(wv, part(row, t), acc[s][t]);
-  }
-
-  // The slots [j, j_end) of a kN:m pattern with kBits-bit positions, j at a word boundary and a
-  // multiple of kN: a word at a time, its fields cut out by constant shifts.
-  template <int kN, int kBits>
-  void slots_fixed(const NmMatrix& w, const T* val, const uint32_t* idx, int64_t j, int64_t j_end) {
+  };
+  const int64_t group_stride = w.m * ld;
+  const int64_t offset[8] = {0, ld, 2 * ld, 3 * ld, 4 * ld, 5 * ld, 6 * ld, 7 * ld};
+  const int n = kN ? kN : w.n;
+  int64_t j = g_begin * n;
+  const int64_t j_end = g_end * n;
+  if constexpr (kN != 0) {
     constexpr int kPerWord = 32 / kBits;
     constexpr uint32_t kMask = (1u << kBits) - 1u;
-    const int64_t group_stride = w.m * ld;
-    int64_t offset[8];  // position -> offset in xt
-    for (int q = 0; q < 8; ++q) offset[q] = q * ld;
     for (; j < j_end; j += kPerWord) {
       const uint32_t word = idx[j / kPerWord];
       const float* base = xt + (j / kN) * group_stride;
       if (j + kPerWord <= j_end) {
-        SP_UNROLL for (int s = 0; s < kPerWord; ++s)
-          fma(s % kSets, value_at(val, j + s),
-              base + (s / kN) * group_stride + offset[(word >> (s * kBits)) & kMask]);
+        SP_UNROLL for (int s = 0; s < kPerWord; ++s) {
+          const V wv = Simd::set1(value_at(val, j + s));
+          const float* row = base + (s / kN) * group_stride + offset[(word >> (s * kBits)) & kMask];
+          SP_UNROLL for (int t = 0; t < kParts; ++t)
+            acc[s % kSets][t] = Simd::fmadd(wv, part(row, t), acc[s % kSets][t]);
+        }
       } else {
-        for (int s = 0; s < j_end - j; ++s)
-          fma(0, value_at(val, j + s),
-              base + (s / kN) * group_stride + offset[(word >> (s * kBits)) & kMask]);
+        for (int s = 0; s < j_end - j; ++s) {
+          const V wv = Simd::set1(value_at(val, j + s));
+          const float* row = base + (s / kN) * group_stride + offset[(word >> (s * kBits)) & kMask];
+          SP_UNROLL for (int t = 0; t < kParts; ++t) acc[0][t] = Simd::fmadd(wv, part(row, t), acc[0][t]);
+        }
       }
     }
-  }
-
-  void run(const NmMatrix& w, const T* val, const uint32_t* idx, int64_t g_begin, int64_t g_end,
-           float* out) {
-    for (auto& set : acc)
-      for (V& a : set) a = Simd::zero();
-    if (w.n == 2 && w.bits == 2) slots_fixed<2, 2>(w, val, idx, g_begin * 2, g_end * 2);
-    else if (w.n == 1 && w.bits == 2) slots_fixed<1, 2>(w, val, idx, g_begin, g_end);
-    else if (w.n == 4 && w.bits == 4) slots_fixed<4, 4>(w, val, idx, g_begin * 4, g_end * 4);
-    else slots_any(w, val, idx, g_begin, g_end);
-    finish(out);
-  }
-
-  void slots_any(const NmMatrix& w, const T* val, const uint32_t* idx, int64_t g_begin,
-                 int64_t g_end) {
+  } else {
     const Positions position(idx, w.bits);
-    const int n = w.n;
-    const int64_t group_stride = w.m * ld;
-    // Slot j's row of xt: its group's first row (advanced every n slots) + position * ld.
-    const float* group_rows = xt + g_begin * group_stride;
-    int s_in_group = 0;
-    auto next_row = [&](int64_t jj) {
-      const float* row = group_rows + position(jj) * ld;
-      if (++s_in_group == n) {
-        s_in_group = 0;
-        group_rows += group_stride;
-      }
-      return row;
-    };
-    int64_t j = g_begin * n;
-    const int64_t j_end = g_end * n;
-    for (; j + kSets <= j_end; j += kSets) {
-      SP_UNROLL for (int s = 0; s < kSets; ++s) {
-        const V wv = Simd::set1(value_at(val, j + s));
-        const float* row = next_row(j + s);
-        SP_UNROLL for (int t = 0; t < kParts; ++t) acc[s][t] = Simd::fmadd(wv, part(row, t), acc[s][t]);
-      }
-    }
+    const float* group_rows = xt + g_begin * group_stride;  // slot j's group's first row
+    int in_group = 0;
     for (; j < j_end; ++j) {
       const V wv = Simd::set1(value_at(val, j));
-      const float* row = next_row(j);
+      const float* row = group_rows + offset[position(j)];
       SP_UNROLL for (int t = 0; t < kParts; ++t) acc[0][t] = Simd::fmadd(wv, part(row, t), acc[0][t]);
+      if (++in_group == n) {
+        in_group = 0;
+        group_rows += group_stride;
+      }
     }
   }
+  for (int t = 0; t < kParts; ++t) {
+    V sum = acc[0][t];
+    for (int s = 1; s < kSets; ++s) sum = Simd::add(sum, acc[s][t]);
+    if (kFull || t < kParts - 1) Simd::store(out + t * kW, Simd::add(sum, Simd::load(out + t * kW)));
+    else Simd::store_n(out + t * kW, Simd::add(sum, Simd::load_n(out + t * kW, last)), last);
+  }
+}
 
-  // acc summed into out[0 .. tile).
-  void finish(float* out) {
-    for (int t = 0; t < kParts; ++t) {
-      V sum = acc[0][t];
-      for (int s = 1; s < kSets; ++s) sum = Simd::add(sum, acc[s][t]);
-      sum = Simd::add(sum, kFull || t < kParts - 1 ? Simd::load(out + t * kW)
-                                                   : Simd::load_n(out + t * kW, last));
-      if (kFull || t < kParts - 1) Simd::store(out + t * kW, sum);
-      else Simd::store_n(out + t * kW, sum, last);
-    }
-  }
-};
+template <int kParts, bool kFull, class T>
+void row_tile_any(const NmMatrix& w, const T* val, const uint32_t* idx, const float* xt,
+                  int64_t ld, int last, int64_t g_begin, int64_t g_end, float* out) {
+  if (w.n == 2 && w.bits == 2)
+    row_tile<kParts, kFull, 2, 2, T>(w, val, idx, xt, ld, last, g_begin, g_end, out);
+  else if (w.n == 1 && w.bits == 2)
+    row_tile<kParts, kFull, 1, 2, T>(w, val, idx, xt, ld, last, g_begin, g_end, out);
+  else if (w.n == 4 && w.bits == 4)
+    row_tile<kParts, kFull, 4, 4, T>(w, val, idx, xt, ld, last, g_begin, g_end, out);
+  else
+    row_tile<kParts, kFull, 0, 0, T>(w, val, idx, xt, ld, last, g_begin, g_end, out);
+}
 
 // Outputs [r0, r1) (at most kRowBlock) x batch rows [b0, b0 + width) (width <= kTile), into
 // block[r - r0][0 .. width), starting from the bias.
@@ -320,10 +296,10 @@ void block_tile(const NmParams& p, int64_t r0, int64_t r1, int64_t b0, int64_t w
   const NmMatrix& w = p.w;
   for (int64_t r = r0; r < r1; ++r)
     for (int64_t c = 0; c < width; ++c) block[r - r0][c] = p.bias ? p.bias[r] : 0.0f;
-  RowTile<kParts, kFull, T> tile;
-  tile.xt = p.xt + b0;
-  tile.ld = p.batch;
-  tile.last = static_cast<int>(width - (kParts - 1) * kW);
+  // xt holds the input in chunks of kNmBatchChunk batch rows: chunk c is a cols x kNmBatchChunk
+  // block (zero-padded), so that an input block's slice is contiguous in L1.
+  const float* xt = p.xt + (b0 / kNmBatchChunk) * w.cols * kNmBatchChunk + b0 % kNmBatchChunk;
+  const int last = static_cast<int>(width - (kParts - 1) * kW);
   const int64_t groups = w.cols / w.m;
   // Groups per input block: a multiple of 16, so that every block starts at a word boundary.
   int64_t step = kL1Floats / (kParts * kW) / w.m / 16 * 16;
@@ -331,8 +307,9 @@ void block_tile(const NmParams& p, int64_t r0, int64_t r1, int64_t b0, int64_t w
   for (int64_t g0 = 0; g0 < groups; g0 += step) {
     const int64_t g1 = groups - g0 < step ? groups : g0 + step;
     for (int64_t r = r0; r < r1; ++r)
-      tile.run(w, static_cast<const T*>(w.values) + r * w.slots_per_row,
-               w.indices + r * w.words_per_row, g0, g1, block[r - r0]);
+      row_tile_any<kParts, kFull, T>(w, static_cast<const T*>(w.values) + r * w.slots_per_row,
+                                     w.indices + r * w.words_per_row, xt, kNmBatchChunk, last,
+                                     g0, g1, block[r - r0]);
   }
 }
 

@@ -23,9 +23,13 @@ struct NmMatrix {
   const uint32_t* indices = nullptr;
 };
 
+// Batch rows per chunk of the transposed input.
+inline constexpr int64_t kNmBatchChunk = 64;
+
 // y = x W^T (+ bias): x is `batch` rows of cols float32. Batch 1 reads x as is; batch >= 2 reads
-// xt, x transposed (cols rows of `batch` floats), so that one kept weight scales a contiguous run.
-// y[b * rows + r].
+// xt, x transposed in chunks of kNmBatchChunk batch rows: chunk c is a cols x kNmBatchChunk block
+// (rows past the batch zero), so that one kept weight scales a contiguous run of one chunk.
+// y[b * rows + r]. gemm's batch range lies within one chunk.
 struct NmParams {
   NmMatrix w;
   const float* bias = nullptr;  // nullptr: no bias
