@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Bytes per second the kernels stream weights at (2 threads).
+# Bytes per second the kernels stream weights at (2 threads): from memory, and from the caches
+# when the weight's bytes fit in CACHED_BYTES (a model run over and over keeps its small layers
+# there).
 BANDWIDTH = 20e9
+CACHED_BANDWIDTH = 40e9
+CACHED_BYTES = 4 << 20
 # Per-call cost, seconds: the Python layer, the dispatcher, the op's checks and thread start-up.
 CALL = {"dense": 6e-6, "csr": 14e-6, "bitmap": 14e-6, "nm": 12e-6}
 # Multiply-adds per second at batch >= 2 (dense: oneDNN's GEMM; the sparse kernels count kept
@@ -58,7 +62,8 @@ def macs(layer: Layer, format: str) -> float:
 
 def seconds(layer: Layer, format: str, batch: int) -> float:
     """The estimated time of one call at ``batch`` input rows."""
-    memory = weight_bytes(layer, format) / BANDWIDTH
+    traffic = weight_bytes(layer, format)
+    memory = traffic / (CACHED_BANDWIDTH if traffic <= CACHED_BYTES else BANDWIDTH)
     compute = batch * macs(layer, format) / MAC_RATE[format] if batch > 1 else 0.0
     return CALL[format] + max(memory, compute)
 

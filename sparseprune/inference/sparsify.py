@@ -56,6 +56,11 @@ def _candidates(layer: nn.Module,
     if isinstance(layer, nn.Linear):
         pattern = nm_format.detect(matrix)
         why = "" if pattern else f"not N:M: {nm_format.why_not(matrix)}"
+        density = float(torch.count_nonzero(matrix)) / max(1, matrix.numel())
+        if pattern is not None and density < 0.5 * pattern[0] / pattern[1]:
+            # An unstructured mask that happens to comply: the nm slots would be mostly zeros.
+            why = f"{pattern[0]}:{pattern[1]}-compliant at density {density:.3f} only"
+            pattern = None
     nm = "nm"
     if matrix.is_cuda:  # the nm kernels are CPU-only; 2:4 runs PyTorch's kernels there
         nm = "semi_structured" if pattern is not None and pattern[1] == 4 \

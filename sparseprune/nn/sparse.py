@@ -198,7 +198,7 @@ class SparseLinear(SparseLayer):
 
     def to_dense(self) -> nn.Linear:
         dense = nn.Linear(self.in_features, self.out_features, self.bias is not None,
-                          device=self.values.device)
+                          device=self.values.device, dtype=self.values.dtype)
         with torch.no_grad():
             dense.weight.copy_(self.dense_weight())
             if self.bias is not None:
