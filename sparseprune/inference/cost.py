@@ -17,13 +17,13 @@ from dataclasses import dataclass
 # when the weight's bytes fit in CACHED_BYTES (a model run over and over keeps its small layers
 # there).
 BANDWIDTH = 20e9
-CACHED_BANDWIDTH = 40e9
+CACHED_BANDWIDTH = 50e9
 CACHED_BYTES = 4 << 20
 # Per-call cost, seconds: the Python layer, the dispatcher, the op's checks and thread start-up.
-CALL = {"dense": 6e-6, "csr": 14e-6, "bitmap": 14e-6, "nm": 12e-6}
+CALL = {"dense": 7e-6, "csr": 20e-6, "bitmap": 20e-6, "nm": 18e-6}
 # Multiply-adds per second at batch >= 2 (dense: oneDNN's GEMM; the sparse kernels count kept
 # weights only).
-MAC_RATE = {"dense": 60e9, "csr": 12e9, "bitmap": 10e9, "nm": 30e9}
+MAC_RATE = {"dense": 70e9, "csr": 20e9, "bitmap": 20e9, "nm": 40e9}
 # A sparse format is chosen only when its estimate is below dense's times this.
 MARGIN = 0.85
 
