@@ -202,8 +202,8 @@ def to_sparse(model: nn.Module, *, format: str = "auto", include: Filter = None,
         else:
             if layer.weight.dtype != torch.float32 and format not in formats.NM_FORMATS:
                 raise TypeError(f"to_sparse: layer {name or '(model)'} has {layer.weight.dtype} "
-                                f"weights; the {format} kernels run in float32 (call "
-                                "model.float(), or use format='nm' for an N:M bfloat16 model)")
+                                "weights; the sparse kernels run in float32 (call model.float(); "
+                                "format='nm' also takes N:M bfloat16 layers)")
             chosen, reason = format, ""
         if chosen == "dense":
             new = layer

@@ -126,7 +126,8 @@ def test_conv_padding_modes_and_to_dense(padding, padding_mode):
 
 
 def test_bad_arguments(lenet):
-    with pytest.raises(ValueError, match=r"format must be one of \('auto', 'csr', 'bitmap'\), got 'coo'"):
+    with pytest.raises(ValueError, match=r"format must be one of \('auto', 'csr', 'bitmap', 'nm', "
+                       r"'semi_structured'\), got 'coo'"):
         sp.to_sparse(copy.deepcopy(lenet), format="coo")
     with pytest.raises(TypeError, match="float64 weights; the sparse kernels run in float32"):
         sp.to_sparse(nn.Linear(4, 3).double(), format="csr")
