@@ -24,6 +24,9 @@ CALL = {"dense": 7e-6, "csr": 20e-6, "bitmap": 20e-6, "nm": 18e-6}
 # Multiply-adds per second at batch >= 2 (dense: oneDNN's GEMM; the sparse kernels count kept
 # weights only).
 MAC_RATE = {"dense": 70e9, "csr": 20e9, "bitmap": 20e9, "nm": 40e9}
+# Weights per second the bitmap kernels scan (kept or not: one vector expand per 16) at batch 1;
+# with it CSR wins below density ~0.2 and the bitmap up to ~0.45, as measured.
+BITMAP_SCAN = 15e9
 # A sparse format is chosen only when its estimate is below dense's times this.
 MARGIN = 0.85
 
@@ -64,6 +67,8 @@ def seconds(layer: Layer, format: str, batch: int) -> float:
     """The estimated time of one call at ``batch`` input rows."""
     traffic = weight_bytes(layer, format)
     memory = traffic / (CACHED_BANDWIDTH if traffic <= CACHED_BYTES else BANDWIDTH)
+    if format == "bitmap":
+        memory += layer.rows * layer.cols / BITMAP_SCAN
     compute = batch * macs(layer, format) / MAC_RATE[format] if batch > 1 else 0.0
     return CALL[format] + max(memory, compute)
 
