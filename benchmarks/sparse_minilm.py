@@ -31,11 +31,12 @@ def prune(model: nn.Module, sparsity: str) -> nn.Module:
         w = module.weight
         if ":" in sparsity:
             n, m = map(int, sparsity.split(":"))
-            w.mul_(select.top_n_of_m(w.abs(), n, m))
+            kept = select.top_n_of_m(w.abs(), n, m)
         else:
             keep = max(1, round(float(sparsity) * w.numel()))
-            threshold = w.abs().flatten().kthvalue(w.numel() - keep + 1).values
-            w.mul_(w.abs() >= threshold)
+            kept = w.abs() >= w.abs().flatten().kthvalue(w.numel() - keep + 1).values
+        # +0.0: sp.save keeps a tensor holding -0.0 dense (exact round trip).
+        w.copy_(torch.where(kept, w, torch.zeros_like(w)))
     return model.eval().requires_grad_(False)
 
 
@@ -75,6 +76,14 @@ def candidates(sparsity: str, batches: tuple[int, ...], compile: bool = False
     facts = {"formats": formats, "dense_bytes": dense_file_size(dense),
              "sparse_bytes": file_size(model),
              "reasons": sorted({layer.format_reason for layer in report.layers})[:4]}
+    forced = None
+    if ":" in sparsity:  # the nm kernels on every encoder layer, whatever auto says
+        forced = sp.to_sparse(copy.deepcopy(dense), format="nm", include=minilm.ENCODER)
+        layers = [m for m in forced.modules() if isinstance(m, sp.nn.SparseLinear)]
+        facts["nm_weight_bytes"] = sum(m.values.numel() * m.values.element_size()
+                                       + m.indices.numel() * 4 for m in layers)
+        facts["dense_weight_bytes"] = sum(4 * m.in_features * m.out_features for m in layers)
+        facts["nm_file_bytes"] = file_size(forced)
     compiled: dict[str, Optional[nn.Module]] = {}
     if compile:
         compiled = {"dense": torch.compile(dense), "sparse": torch.compile(model)}
@@ -83,6 +92,8 @@ def candidates(sparsity: str, batches: tuple[int, ...], compile: bool = False
         x = inputs(batch)
         fns = {"dense": lambda x=x: dense(**x).last_hidden_state,
                "sparse": lambda x=x: model(**x).last_hidden_state}
+        if forced is not None:
+            fns["nm_forced"] = lambda x=x: forced(**x).last_hidden_state
         for name, m in compiled.items():
             fns[f"{name}_compiled"] = (lambda m, x: lambda: m(**x).last_hidden_state)(m, x)
         with torch.no_grad():
