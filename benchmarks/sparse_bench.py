@@ -4,8 +4,12 @@
        than torch.sparse CSR
   T9   the same at density 0.01: >= 8x faster than dense
   T10  format="auto" at density 0.5: never slower than 1.1x dense
+  T16  the 4096x4096 layer at 2:4 (format "nm"), batch 1 / 32: >= 1.5x / >= 1.0x dense
+  T17  MiniLM-L6 end to end, batch 1 x 128 tokens: density 0.1 >= 2x dense, 2:4 >= 1.2x; never
+       below 1.0x at any measured batch
+  T18  LeNet-300-100 at batch 1: >= 1.0x dense
   plus whole-model and per-layer latency, dense vs sparse, and file sizes, for pruned LeNet-300-100
-  and Conv4 at several densities.
+  and Conv4 at several densities, and MiniLM-L6 (sparse_minilm.py; 2:4 float32 file <= 0.55x).
 
 Every candidate is checked against dense first. The machine may be shared: each figure is the
 median over interleaved rounds (every candidate once per round, each round the median of a few
@@ -21,6 +25,7 @@ import sys
 from typing import Callable
 
 import torch
+from torch import nn
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -29,6 +34,7 @@ import sparseprune as sp  # noqa: E402
 
 import common  # noqa: E402
 import sparse_cases as cases  # noqa: E402
+import sparse_minilm  # noqa: E402
 
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
@@ -42,12 +48,20 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, repeat: int) 
     return {name: seconds for name, seconds in times.items() if name in fns}
 
 
+def auto_choice(weight: torch.Tensor, batch: int) -> str:
+    """The format to_sparse(format="auto", batch_sizes=(batch,)) gives the layer."""
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+    return getattr(sp.to_sparse(linear, format="auto", batch_sizes=(batch,)), "format", "dense")
+
+
 def layer_results(size: int, densities, batches, rounds: int, repeat: int) -> list[dict]:
     rows = []
     for density in densities:
-        weight = cases.pruned_weight(size, density)
-        auto = sp.inference.sparsify.auto_format(density, size, size)
+        weight = cases.nm_weight(size) if density == "2:4" else cases.pruned_weight(size, density)
         for batch in batches:
+            auto = auto_choice(weight, batch)
             times = interleaved(cases.layer_candidates(weight, batch), rounds, repeat)
             times["auto"] = times[auto]  # "auto" is one of the candidates, not another kernel
             rows.append({"density": density, "batch": batch, "auto_format": auto,
@@ -65,10 +79,10 @@ def model_results(densities, batches, rounds: int, repeat: int, per_layer_densit
             sizes = cases.file_sizes(name, density)
             for batch in batches:
                 fns, layer_fns, model = cases.model_candidates(name, density, batch)
+                formats = [layer.format for layer in sp.sparsity_report(model).layers]
                 times = interleaved(fns, rounds, repeat)
                 whole.append({"density": density, "batch": batch, "seconds": times, **sizes,
-                              "formats": [layer.format for layer in
-                                          sp.sparsity_report(model).layers]})
+                              "formats": formats})
                 print(f"{name} d={density} b={batch}: dense {times['dense'] * 1e3:.3f} ms, "
                       f"sparse {times['sparse'] * 1e3:.3f} ms", flush=True)
                 if density == per_layer_density:
@@ -79,6 +93,22 @@ def model_results(densities, batches, rounds: int, repeat: int, per_layer_densit
                                      for layer, f in layer_fns.items()]
         out[name] = {"whole": whole, "per_layer": layers, "per_layer_density": per_layer_density}
     return out
+
+
+def minilm_results(sparsities, batches, rounds: int, compile: bool) -> list[dict]:
+    if sparse_minilm.minilm.available() is not None:
+        print(f"MiniLM skipped: {sparse_minilm.minilm.available()}")
+        return []
+    rows = []
+    for sparsity in sparsities:
+        per_batch, facts = sparse_minilm.candidates(sparsity, batches, compile)
+        for batch, fns in per_batch.items():
+            times = interleaved(fns, rounds, 1)
+            rows.append({"sparsity": sparsity, "batch": batch, "seconds": times, **facts})
+            print(f"minilm {sparsity} b={batch}x{sparse_minilm.TOKENS}: " + ", ".join(
+                f"{k} {v * 1e3:.1f} ms" for k, v in times.items() if not k.endswith("_spread"))
+                + f" formats {facts['formats']}", flush=True)
+    return rows
 
 
 def _ms(seconds: float) -> str:
@@ -92,16 +122,18 @@ def markdown(r: dict) -> str:
              f"One {r['size']}x{r['size']} float32 layer, random weights under a random mask of "
              "the given density:", "",
              "| density | batch | dense F.linear ms | torch.sparse CSR ms | sp csr ms | sp bitmap ms "
-             "| auto (format) ms | auto vs dense | auto vs torch.sparse |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| sp nm ms | auto (format) ms | auto vs dense | auto vs torch.sparse |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["layer"]:
         t = row["seconds"]
+        nm = _ms(t["nm"]) if "nm" in t else "-"
         lines.append(f"| {row['density']} | {row['batch']} | {_ms(t['dense'])} | "
-                     f"{_ms(t['torch.sparse'])} | {_ms(t['csr'])} | {_ms(t['bitmap'])} | "
+                     f"{_ms(t['torch.sparse'])} | {_ms(t['csr'])} | {_ms(t['bitmap'])} | {nm} | "
                      f"{_ms(t['auto'])} ({row['auto_format']}) | "
                      f"{t['dense'] / t['auto']:.2f}x faster | "
                      f"{t['torch.sparse'] / t['auto']:.2f}x faster |")
-    lines += ["", "Targets (docs/PERFORMANCE.md): " + "; ".join(targets(r["layer"])) + ".", "",
+    lines += ["", "Targets (docs/PERFORMANCE.md): " + "; ".join(
+        targets(r["layer"]) + model_targets(r)) + ".", "",
               "Whole models (`to_sparse(format=\"auto\")` of a model finalized to the density in "
               "every layer; file = `sp.save`, against the dense state dict in safetensors):", "",
               "| model | density | batch | dense ms | sparse ms | speed-up | dense file KiB "
@@ -112,6 +144,27 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name} | {row['density']} | {row['batch']} | {_ms(t['dense'])} | "
                          f"{_ms(t['sparse'])} | {t['dense'] / t['sparse']:.2f}x | "
                          f"{row['dense_bytes'] / 1024:.0f} | {row['sparse_bytes'] / 1024:.0f} |")
+    if r.get("minilm"):
+        lines += ["", "MiniLM-L6 (the 36 encoder linear layers pruned by magnitude, then "
+                  "`to_sparse(format=\"auto\", batch_sizes=...)` for the measured token counts; "
+                  "batch x 128 tokens; compiled = `torch.compile`, default mode; files: `sp.save` vs "
+                  "the dense state dict in safetensors):", "",
+                  "| pruning | batch | dense ms | sparse ms | speed-up | compiled dense ms | "
+                  "compiled sparse ms | compiled speed-up | layer formats | dense file MiB | "
+                  "sparse file MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for row in r["minilm"]:
+            t = row["seconds"]
+            comp = [_ms(t[k]) if k in t else "-" for k in ("dense_compiled", "sparse_compiled")]
+            speed = f"{t['dense_compiled'] / t['sparse_compiled']:.2f}x" \
+                if "sparse_compiled" in t else "-"
+            formats = ", ".join(f"{k} {v}" for k, v in row["formats"].items())
+            if "nm_forced" in t:
+                formats += f" (format=\"nm\" forced: {_ms(t['nm_forced'])} ms, " \
+                    f"{t['dense'] / t['nm_forced']:.2f}x)"
+            lines.append(f"| {row['sparsity']} | {row['batch']}x128 | {_ms(t['dense'])} | "
+                         f"{_ms(t['sparse'])} | {t['dense'] / t['sparse']:.2f}x | {comp[0]} | "
+                         f"{comp[1]} | {speed} | {formats} | {row['dense_bytes'] / 2**20:.1f} | "
+                         f"{row['sparse_bytes'] / 2**20:.1f} |")
     for name, res in r["models"].items():
         for batch, layers in res["per_layer"].items():
             lines += ["", f"Per layer, {name} at density {res['per_layer_density']}, batch "
@@ -147,6 +200,42 @@ def targets(layer_rows: list[dict]) -> list[str]:
                    ", ".join(f"batch {r['batch']}: "
                              f"{r['seconds']['auto'] / r['seconds']['dense']:.2f}x the dense time"
                              for r in t10) + ")")
+    t16 = at("2:4")
+    if t16:
+        need = {1: 1.5, 32: 1.0}
+        ok = all(r["seconds"]["dense"] / r["seconds"]["nm"] >= need.get(r["batch"], 1.0)
+                 for r in t16)
+        out.append(f"T16 {'met' if ok else 'NOT met'} (" + ", ".join(
+            f"batch {r['batch']}: nm {r['seconds']['dense'] / r['seconds']['nm']:.2f}x dense, "
+            f"auto ({r['auto_format']}) {r['seconds']['dense'] / r['seconds']['auto']:.2f}x"
+            for r in t16) + ")")
+    return out
+
+
+def model_targets(r: dict) -> list[str]:
+    out = []
+    rows = r.get("minilm", [])
+    if rows:
+        speed = {(x["sparsity"], x["batch"]): x["seconds"]["dense"] / x["seconds"]["sparse"]
+                 for x in rows}
+        one = {s: v for (s, b), v in speed.items() if b == 1}
+        ok = one.get("0.1", 0) >= 2 and one.get("2:4", 0) >= 1.2 and min(speed.values()) >= 1.0
+        out.append(f"T17 {'met' if ok else 'NOT met'} (batch 1x128: " + ", ".join(
+            f"{s} {v:.2f}x" for s, v in one.items()) + f"; lowest at any batch "
+            f"{min(speed.values()):.2f}x)")
+        nm = [x for x in rows if x["sparsity"] == "2:4" and "nm_weight_bytes" in x]
+        if nm:
+            x = nm[0]
+            ratio = x["nm_weight_bytes"] / x["dense_weight_bytes"]
+            out.append(f"2:4 float32 weights in format nm {ratio:.3f}x the dense bytes "
+                       f"({'met' if ratio <= 0.55 else 'NOT met'}: <= 0.55x); the whole nm "
+                       f"file {x['nm_file_bytes'] / x['dense_bytes']:.2f}x the dense file "
+                       "(embeddings stay dense)")
+    lenet = [x for x in r["models"].get("lenet300", {}).get("whole", []) if x["batch"] == 1]
+    if lenet:
+        worst = min(x["seconds"]["dense"] / x["seconds"]["sparse"] for x in lenet)
+        out.append(f"T18 {'met' if worst >= 1.0 else 'NOT met'} (LeNet-300-100 batch 1: lowest "
+                   f"{worst:.2f}x dense over the densities)")
     return out
 
 
@@ -158,12 +247,15 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer densities and rounds")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
+    parser.add_argument("--no-minilm", action="store_true", help="skip the MiniLM-L6 case")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="MiniLM eager only (torch.compile takes minutes on 2 cores)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few seconds: a 512x512 layer, one round, batch 1 and 4; checks "
                              "every candidate and prints the table, writes no files")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    densities = (0.5, 0.1, 0.01)
+    densities = (0.5, 0.1, 0.01, "2:4")
     model_densities = (1.0, 0.5, 0.2, 0.1, 0.05, 0.01) if not (args.quick or args.smoke) else (0.1,)
     rounds = 1 if args.smoke else 3 if args.quick else args.rounds
     repeat = 1 if args.smoke else args.repeat
@@ -173,7 +265,9 @@ def main(argv=None) -> None:
                "rounds": rounds,
                "layer": layer_results(size, densities, batches, rounds, repeat),
                "models": model_results(model_densities, model_batches, rounds,
-                                       1 if args.smoke else 3, 0.1)}
+                                       1 if args.smoke else 3, 0.1),
+               "minilm": [] if args.no_minilm or args.smoke else minilm_results(
+                   ("0.5", "0.1", "2:4"), (1, 8), rounds, not (args.no_compile or args.quick))}
     table = markdown(results)
     if args.smoke:
         print(table)

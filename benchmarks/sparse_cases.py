@@ -1,5 +1,6 @@
 """The sparse inference workloads: one pruned 4096x4096 layer in every form (dense F.linear,
-torch.sparse CSR, sparseprune CSR and bitmap), and whole pruned models dense vs sparse. Each
+torch.sparse CSR, sparseprune CSR, bitmap and, for an N:M weight, nm), and whole pruned models
+dense vs sparse (MiniLM-L6: sparse_minilm.py). Each
 builder checks its results against dense first, then returns zero-argument callables to time.
 """
 
@@ -15,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import sparseprune as sp
-from sparseprune import ops
+from sparseprune import ops, select
 from sparseprune.inference import sparsify as sparse
-from sparseprune.ops import formats
+from sparseprune.ops import formats, nm_format
 from sparseprune.runner.models import build_model
 
 MODELS = {"lenet300": (1, 28, 28), "conv4": (3, 32, 32)}
@@ -33,8 +34,16 @@ def pruned_weight(size: int, density: float, seed: int = 0) -> torch.Tensor:
     return weight * mask.view(size, size)
 
 
+def nm_weight(size: int, n: int = 2, m: int = 4, seed: int = 0) -> torch.Tensor:
+    """A random size x size weight keeping n of every m consecutive inputs (random scores)."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(size, size, generator=gen)
+    return weight * select.top_n_of_m(torch.rand(size, size, generator=gen), n, m)
+
+
 def layer_candidates(weight: torch.Tensor, batch: int) -> dict[str, Callable[[], object]]:
-    """Callables computing F.linear(x, weight) for one batch, in every form, checked first."""
+    """Callables computing F.linear(x, weight) for one batch, in every form (nm where the weight
+    is N:M), checked first."""
     x = torch.randn(batch, weight.shape[1])
     csr = weight.to_sparse_csr()
     fns: dict[str, Callable[[], object]] = {
@@ -45,6 +54,10 @@ def layer_candidates(weight: torch.Tensor, batch: int) -> dict[str, Callable[[],
         parts = formats.compress(weight, format)
         fns[format] = (lambda p, f: lambda: ops.sparse_linear(x, *p, None, f, weight.shape))(
             parts, format)
+    pattern = nm_format.detect(weight)
+    if pattern is not None:
+        values, _, indices = nm_format.compress(weight, pattern)
+        fns["nm"] = lambda: ops.nm_linear(x, values, indices, None, *pattern, weight.shape)
     expect = fns["dense"]()
     for name, fn in fns.items():
         torch.testing.assert_close(fn(), expect, rtol=1e-3, atol=1e-3, msg=name)
@@ -66,7 +79,7 @@ def model_candidates(name: str, density: float, batch: int) -> tuple[dict, dict,
     """(whole-model callables dense / sparse, per-layer callables {layer: {dense, sparse}}, the
     sparse model) for one pruned model and batch, checked first."""
     dense = pruned_model(name, density)
-    sparse_model = sp.to_sparse(copy.deepcopy(dense), format="auto")
+    sparse_model = sp.to_sparse(copy.deepcopy(dense), format="auto", batch_sizes=(batch,))
     x = torch.randn(batch, *MODELS[name])
     with torch.no_grad():
         torch.testing.assert_close(sparse_model(x), dense(x), rtol=1e-3, atol=1e-3)

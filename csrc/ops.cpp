@@ -76,6 +76,13 @@ TORCH_LIBRARY(sparseprune, m) {
       "sparse_conv2d(Tensor input, Tensor values, Tensor row_ptr, Tensor indices, Tensor? bias, "
       "str format, int[4] weight_shape, int[2] stride, int[2] padding, int[2] dilation, "
       "int groups) -> Tensor");
+  // N:M weights (format "nm"): `values` holds n slots per group of m consecutive inputs (a pruned
+  // slot holds 0), row after row; `indices` (int32, (out, words)) packs each slot's in-group
+  // position in 1 (m = 2), 2 (m <= 4) or 4 (m <= 8) bits, slot j of a row at bit (j % (32 / bits))
+  // * bits of word j / (32 / bits). CPU only.
+  m.def(
+      "nm_linear(Tensor input, Tensor values, Tensor indices, Tensor? bias, int n, int m, "
+      "int[2] weight_shape) -> Tensor");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -38,7 +38,10 @@ class LayerSparsity:
     shape: tuple[int, ...]
     kept: int
     total: int
-    format: str = "dense"  # how inference stores the weight: dense, masked, csr or bitmap
+    format: str = "dense"  # how inference stores the weight: dense, masked, csr, bitmap, nm, ...
+    # Why sparseprune.to_sparse(format="auto") chose it, e.g. "dense: 0.004 ms layer ..." (the
+    # printed table's format column shows it in place of the format).
+    format_reason: str = ""
     flops_kept: Optional[int] = None
     flops_total: Optional[int] = None
 
@@ -123,7 +126,8 @@ class Report:
 
         rows = [cells(layer.name or "(model)", layer.kind, "x".join(map(str, layer.shape)),
                       layer.kept, layer.total, layer.density, layer.flops_kept,
-                      layer.flops_total, layer.flop_density, layer.format)
+                      layer.flops_total, layer.flop_density,
+                      layer.format_reason or layer.format)
                 for layer in self.layers]
         rows.append(cells("total", "", "", self.kept, self.total, self.density, self.flops_kept,
                           self.flops_total, self.flop_density, ""))
@@ -215,16 +219,18 @@ def _report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]],
             mask = masks[name] if masks is not None and name in masks \
                 else module.method.final_mask(module)
             kind = f"{type(module).__name__}({module.method.name})"
-            kept, format = int(mask.sum()), "masked"
+            kept, format, reason = int(mask.sum()), "masked", ""
         elif isinstance(module, SparseLayer):  # its stored weights: the zeros were dropped
             kind, kept, format = type(module).__name__, module.nnz, module.format
+            reason = module.format_reason
         else:
             kind = type(module).__name__
             kept, format = int(torch.count_nonzero(kind_of(module).weight(module))), "dense"
+            reason = getattr(module, "sparse_format_reason", "")
         shape = tuple(module.weight_shape if isinstance(module, SparseLayer)
                       else kind_of(module).weight(module).shape)
         total = math.prod(shape)
-        layer = LayerSparsity(name, kind, shape, kept, total, format)
+        layer = LayerSparsity(name, kind, shape, kept, total, format, reason)
         if positions is not None:
             layer.flops_kept = 2 * kept * positions[name]
             layer.flops_total = 2 * total * positions[name]

@@ -8,6 +8,7 @@
 // Every function works on a range single-threaded; the host spreads ranges over threads.
 #pragma once
 #include <sparseprune/params.h>
+#include <sparseprune/nm_params.h>
 #include <sparseprune/sparse_params.h>
 
 namespace sparseprune {
@@ -102,6 +103,17 @@ struct SparseKernels {
                  int64_t out_stride);
 };
 SP_KERNEL_FAMILY(SparseKernels);
+
+// N:M inference (format "nm"): cpu/kernels/nm_kernel.cpp.
+struct NmKernels {
+  const char* isa;
+  // Batch 1: outputs [row_begin, row_end) of y from p.x.
+  void (*gemv)(const NmParams& p, int64_t row_begin, int64_t row_end);
+  // Batch >= 2: outputs [row_begin, row_end) of batch rows [batch_begin, batch_end), from p.xt.
+  void (*gemm)(const NmParams& p, int64_t row_begin, int64_t row_end, int64_t batch_begin,
+               int64_t batch_end);
+};
+SP_KERNEL_FAMILY(NmKernels);
 
 }  // namespace cpu
 }  // namespace sparseprune

@@ -60,6 +60,10 @@ at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& values,
                          const OptTensor& bias, std::string format, at::IntArrayRef weight_shape,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                          int64_t groups);
+// N:M inference (csrc/host/nm_linear.cpp, format "nm"): n value slots (float32 or bfloat16) and
+// packed in-group positions per group of m inputs; input float32 or bfloat16; CPU only.
+at::Tensor nm_linear(const at::Tensor& input, const at::Tensor& values, const at::Tensor& indices,
+                     const OptTensor& bias, int64_t n, int64_t m, at::IntArrayRef weight_shape);
 // Weight reparametrisation (include/sparseprune/reparam.h): -> (w_hat, sum of h); the sum is a
 // 0-dim float32 tensor (float64 for float64 weights), or empty when compute_sum is false.
 std::tuple<at::Tensor, at::Tensor> reparam_weight(const at::Tensor& weight, const at::Tensor& t,

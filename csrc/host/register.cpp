@@ -23,6 +23,7 @@ void register_device_impls(torch::Library& m) {
   // Sparse inference.
   m.impl("sparse_linear", &sparse_linear);
   m.impl("sparse_conv2d", &sparse_conv2d);
+  m.impl("nm_linear", &nm_linear);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from .. import _validate as V
 from ..ops import formats
 from ..convert import replace_module
 from ..nn.masked import MaskedLayer
@@ -228,7 +229,10 @@ def _sparse_layer(name: str, spec: Any, state: dict[str, Any]) -> SparseLayer:
             raise ValueError(f"the geometry says {rows} rows, its row_ptr holds "
                              f"{getattr(parts[1], 'shape', None)}")
         if spec["type"] == "SparseLinear":
-            return SparseLinear(spec["in_features"], rows, *parts, bias, format=spec["format"])
+            pattern = V.pattern(spec.get("pattern"), name="pattern") \
+                if spec["format"] in formats.NM_FORMATS else None
+            return SparseLinear(spec["in_features"], rows, *parts, bias, format=spec["format"],
+                                pattern=pattern)
         return SparseConv2d(spec["in_channels"], rows, spec["kernel_size"], *parts, bias,
                             spec["stride"], spec["padding"], spec["dilation"], spec["groups"],
                             spec["padding_mode"], format=spec["format"])

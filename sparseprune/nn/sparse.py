@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import _validate as V
 from .. import ops
-from ..ops import formats
+from ..ops import formats, nm_format
+from . import semi_structured
 
 _BUFFERS = ("values", "row_ptr", "indices")
 
@@ -26,15 +28,22 @@ class SparseLayer(nn.Module):
 
     format: str
     weight_shape: tuple[int, ...]
+    pattern: Optional[tuple[int, int]] = None  # (n, m) of the N:M formats
+    # Why sparseprune.to_sparse chose the format (format="auto"), for the sparsity report.
+    format_reason: str = ""
 
     def _set_weight(self, values: Tensor, row_ptr: Tensor, indices: Tensor, format: str,
-                    bias: Optional[Tensor]) -> None:
+                    bias: Optional[Tensor], pattern: Optional[tuple[int, int]] = None) -> None:
         rows, cols = self.matrix_shape
-        formats.validate(values, row_ptr, indices, format, rows, cols, what=type(self).__name__)
+        if format in formats.NM_FORMATS and not isinstance(self, SparseLinear):
+            raise ValueError(f"{type(self).__name__}: format {format!r} is for linear layers")
+        formats.validate(values, row_ptr, indices, format, rows, cols, what=type(self).__name__,
+                         pattern=pattern)
         if bias is not None and (bias.shape != (rows,) or bias.dtype != torch.float32):
             raise ValueError(f"{type(self).__name__}: bias must be float32 of shape ({rows},), "
                              f"got {bias.dtype} of shape {list(bias.shape)}")
         self.format = format
+        self.pattern = tuple(pattern) if format in formats.NM_FORMATS else None
         for name, t in zip(_BUFFERS, (values, row_ptr, indices)):
             self.register_buffer(name, t.detach().contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().contiguous())
@@ -50,7 +59,9 @@ class SparseLayer(nn.Module):
 
     @property
     def nnz(self) -> int:
-        """The number of kept weights."""
+        """The number of kept weights (the N:M formats: nonzero slots)."""
+        if self.pattern is not None:
+            return int(torch.count_nonzero(self.values))
         return self.values.numel()
 
     @property
@@ -62,7 +73,7 @@ class SparseLayer(nn.Module):
         """The dense weight (zeros where pruned), in the original layer's shape."""
         rows, cols = self.matrix_shape
         return formats.to_dense(self.values, self.row_ptr, self.indices, self.format, rows,
-                                cols).view(self.weight_shape)
+                                cols, self.pattern).view(self.weight_shape)
 
     def _check_no_grad(self, input: Tensor) -> None:
         if torch.is_grad_enabled() and (input.requires_grad or self.values.requires_grad
@@ -74,7 +85,15 @@ class SparseLayer(nn.Module):
 
     # The format and geometry travel with the state dict, so a saved state is self-describing.
     def get_extra_state(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "format": self.format, **self._geometry()}
+        state = {"type": type(self).__name__, "format": self.format, **self._geometry()}
+        if self.pattern is not None:
+            state["pattern"] = f"{self.pattern[0]}:{self.pattern[1]}"
+        return state
+
+    def _saved_pattern(self, state: dict) -> Optional[tuple[int, int]]:
+        if state["format"] not in formats.NM_FORMATS:
+            return None
+        return V.pattern(state.get("pattern"), name=f"{type(self).__name__}: the saved pattern")
 
     def _saved_format(self, state: Any) -> str:
         """The format of a saved extra state, after checking that it describes this layer."""
@@ -82,7 +101,7 @@ class SparseLayer(nn.Module):
         if not isinstance(state, dict) or state.get("type") != name:
             raise ValueError(f"{name}: the saved state describes "
                              f"{state.get('type') if isinstance(state, dict) else state!r}")
-        if state.get("format") not in formats.FORMATS:
+        if state.get("format") not in formats.LAYER_FORMATS:
             raise ValueError(f"{name}: unknown saved format {state.get('format')!r}")
         geometry = {k: state.get(k) for k in self._geometry()}
         if geometry != self._geometry():
@@ -92,7 +111,8 @@ class SparseLayer(nn.Module):
 
     def set_extra_state(self, state: Any) -> None:
         # The format changes only together with the buffers (load_state_dict does both).
-        if self._saved_format(state) != self.format:
+        if self._saved_format(state) != self.format \
+                or self._saved_pattern(state) != self.pattern:
             raise ValueError(f"{type(self).__name__}: load the saved {state['format']} weight "
                              "with load_state_dict, which replaces the buffers too")
 
@@ -112,8 +132,13 @@ class SparseLayer(nn.Module):
                                   f"{list(getattr(weight, 'shape', [])) or type(weight).__name__}")
                 return
             state_dict = dict(state_dict)
-            parts = formats.compress(weight.detach().float().reshape(self.weight_shape[0], -1),
-                                     self.format)
+            weight = weight.detach().reshape(self.weight_shape[0], -1)
+            try:
+                parts = formats.compress(weight if self.pattern else weight.float(), self.format,
+                                         self.pattern)
+            except ValueError as exc:
+                error_msgs.append(f"{type(self).__name__}: {exc}")
+                return
             state_dict.update(zip(names, parts))
             del state_dict[weight_key]
         missing = [n for n in names if n not in state_dict]
@@ -126,41 +151,54 @@ class SparseLayer(nn.Module):
         if missing:
             return
         try:
-            format = self.format
+            format, pattern = self.format, self.pattern
             if extra_key in state_dict:
                 format = self._saved_format(state_dict[extra_key])
+                pattern = self._saved_pattern(state_dict[extra_key])
             bias = state_dict[bias_key] if bias_key in state_dict and self.bias is not None \
                 else self.bias
-            self._set_weight(*(state_dict[n] for n in names), format, bias)
+            self._set_weight(*(state_dict[n] for n in names), format, bias, pattern)
         except (TypeError, ValueError) as exc:
             error_msgs.append(str(exc))
 
 
 class SparseLinear(SparseLayer):
-    """``nn.Linear`` with a compressed weight (``format``: ``"csr"`` or ``"bitmap"``)."""
+    """``nn.Linear`` with a compressed weight (``format``: ``"csr"``, ``"bitmap"``, ``"nm"`` (an
+    N:M weight, ``pattern`` ``(n, m)``; float32 or bfloat16 values, CPU) or ``"semi_structured"``
+    (2:4, stored as ``"nm"``; on CUDA PyTorch's semi-structured sparse kernels))."""
 
     def __init__(self, in_features: int, out_features: int, values: Tensor, row_ptr: Tensor,
-                 indices: Tensor, bias: Optional[Tensor] = None, *, format: str = "csr"):
+                 indices: Tensor, bias: Optional[Tensor] = None, *, format: str = "csr",
+                 pattern: Optional[tuple[int, int]] = None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight_shape = (out_features, in_features)
-        self._set_weight(values, row_ptr, indices, format, bias)
+        self._semi_structured: Optional[tuple[Any, Tensor]] = None  # (device key, CUDA weight)
+        self._set_weight(values, row_ptr, indices, format, bias, pattern)
 
     @classmethod
     def from_dense(cls, linear: nn.Linear, format: str = "csr",
                    weight: Optional[Tensor] = None) -> "SparseLinear":
-        """The sparse twin of ``linear`` (its weight, or ``weight`` if given; zeros are pruned)."""
-        weight = linear.weight if weight is None else weight
+        """The sparse twin of ``linear`` (its weight, or ``weight`` if given; zeros are pruned).
+        The N:M formats keep a bfloat16 weight's dtype and take the pattern the weight follows
+        (ValueError naming it if none)."""
+        weight = (linear.weight if weight is None else weight).detach()
         bias = None if linear.bias is None else linear.bias.detach().float()
+        pattern = None
+        if format in formats.NM_FORMATS:
+            pattern = nm_pattern(weight, format)
+        else:
+            weight = weight.float()
         return cls(linear.in_features, linear.out_features,
-                   *formats.compress(weight.float(), format), bias, format=format)
+                   *formats.compress(weight, format, pattern), bias, format=format,
+                   pattern=pattern)
 
     def _geometry(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features}
 
     def to_dense(self) -> nn.Linear:
         dense = nn.Linear(self.in_features, self.out_features, self.bias is not None,
-                          device=self.values.device)
+                          device=self.values.device, dtype=self.values.dtype)
         with torch.no_grad():
             dense.weight.copy_(self.dense_weight())
             if self.bias is not None:
@@ -169,12 +207,38 @@ class SparseLinear(SparseLayer):
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_no_grad(input)
+        if self.format in formats.NM_FORMATS:
+            if input.is_cuda and self.format == "semi_structured":
+                return semi_structured.linear(self, input)
+            return ops.nm_linear(input, self.values, self.indices, self.bias, *self.pattern,
+                                 self.weight_shape)
         return ops.sparse_linear(input, self.values, self.row_ptr, self.indices, self.bias,
                                  self.format, self.weight_shape)
 
+    def _apply(self, fn, *args, **kwargs):
+        self._semi_structured = None  # built again on the new device / dtype
+        return super()._apply(fn, *args, **kwargs)
+
     def extra_repr(self) -> str:
+        pattern = f" {self.pattern[0]}:{self.pattern[1]}" if self.pattern else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, format={self.format}, density={self.density:.4f}")
+                f"bias={self.bias is not None}, format={self.format}{pattern}, "
+                f"density={self.density:.4f}")
+
+
+def nm_pattern(weight: Tensor, format: str = "nm") -> tuple[int, int]:
+    """The N:M pattern of a 2-D weight for ``format`` (``"semi_structured"`` needs 2:4), or a
+    ValueError saying why it has none."""
+    pattern = nm_format.detect(weight)
+    if format == "semi_structured" and pattern is not None and pattern[1] == 4:
+        pattern = (2, 4)  # 1:4 is 2:4 with zeros
+    if pattern is None or (format == "semi_structured" and pattern != (2, 4)):
+        reason = nm_format.why_not(weight) if pattern is None \
+            else f"it is {pattern[0]}:{pattern[1]}"
+        raise ValueError(f"format {format!r} needs an N:M weight"
+                         f"{' (2:4)' if format == 'semi_structured' else ''}: {reason}; use "
+                         "format='auto', which picks another format for it")
+    return pattern
 
 
 class SparseConv2d(SparseLayer):

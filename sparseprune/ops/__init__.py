@@ -97,3 +97,10 @@ def sparse_conv2d(input: Tensor, values: Tensor, row_ptr: Tensor, indices: Tenso
     return _op("sparse_conv2d")(input, values, row_ptr, indices, bias, format, list(weight_shape),
                                 list(stride), list(padding), list(dilation), groups)
 
+
+
+def nm_linear(input: Tensor, values: Tensor, indices: Tensor, bias: Optional[Tensor], n: int,
+              m: int, weight_shape: Sequence[int]) -> Tensor:
+    """``F.linear`` with an N:M weight in the ``"nm"`` layout (see :mod:`.nm_format`), CPU;
+    float32 or bfloat16 input (the output's dtype), computed in float32."""
+    return _op("nm_linear")(input, values, indices, bias, n, m, list(weight_shape))

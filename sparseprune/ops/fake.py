@@ -158,11 +158,19 @@ def _register_sparse() -> None:
                    zip(input.shape[-2:], padding, dilation, weight_shape[-2:], stride)]
         return input.new_empty((*input.shape[:-3], weight_shape[0], *spatial))
 
+    @fake("sparseprune::nm_linear")
+    def _nm_linear(input, values, indices, bias, n, m, weight_shape):
+        _same_device("nm_linear", "values", values, input=input, indices=indices, bias=bias)
+        torch._check_value(input.dim() >= 1 and input.shape[-1] == weight_shape[1], lambda: (
+            f"sparseprune::nm_linear: input's last dimension must equal in_features = "
+            f"{weight_shape[1]}, got input of shape {list(input.shape)}"))
+        return input.new_empty((*input.shape[:-1], weight_shape[0]))
+
     def _no_backward(ctx, grad):
         raise RuntimeError("sparseprune sparse inference ops have no backward (inference only); "
                            "train the dense or masked model and convert it with to_sparse")
 
-    for name in ("sparse_linear", "sparse_conv2d"):
+    for name in ("sparse_linear", "sparse_conv2d", "nm_linear"):
         torch.library.register_autograd(f"sparseprune::{name}", _no_backward)
 
 

@@ -12,6 +12,10 @@ A weight is viewed as a 2-D ``rows x cols`` matrix (a Linear's ``out x in``; a C
 CSR costs 8 bytes per kept weight; the bitmap 4 bytes per kept weight plus 1 bit per weight, which
 is smaller once more than 1/32 of the weights are kept, and its kernels cost the same at any
 density. Structure is validated here, once (:func:`validate`); the kernels trust it.
+
+The N:M formats (``"nm"``, and ``"semi_structured"`` which stores the same and runs PyTorch's 2:4
+kernels on CUDA) have their layout in :mod:`.nm_format`; the functions here take their
+``pattern`` ``(n, m)``.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _validate as V
+from typing import Optional
 
-FORMATS = ("csr", "bitmap")
+from .. import _validate as V
+from . import nm_format
+
+FORMATS = ("csr", "bitmap")  # the row formats of sparse_linear / sparse_conv2d
+NM_FORMATS = ("nm", "semi_structured")
+LAYER_FORMATS = FORMATS + NM_FORMATS
 _INT32_MAX = 2**31 - 1
 
 
@@ -29,11 +38,19 @@ def words_per_row(cols: int) -> int:
     return (cols + 31) // 32
 
 
-def compress(weight: Tensor, format: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``(values, row_ptr, indices)`` of a dense 2-D weight; zeros are the pruned weights."""
-    V.choice("format", format, FORMATS)
+def compress(weight: Tensor, format: str,
+             pattern: Optional[tuple[int, int]] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(values, row_ptr, indices)`` of a dense 2-D weight; zeros are the pruned weights. The N:M
+    formats take the weight's ``pattern`` (default: :func:`.nm_format.detect`)."""
+    V.choice("format", format, LAYER_FORMATS)
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (rows, cols), got shape {list(weight.shape)}")
+    if format in NM_FORMATS:
+        pattern = pattern or nm_format.detect(weight)
+        if pattern is None:
+            raise ValueError(f"format {format!r}: the weight is not N:M "
+                             f"({nm_format.why_not(weight)})")
+        return nm_format.compress(weight, pattern)
     weight = weight.detach()
     kept = weight != 0
     nnz = int(kept.sum())
@@ -69,8 +86,10 @@ def bitmap_mask(indices: Tensor, cols: int) -> Tensor:
 
 
 def to_dense(values: Tensor, row_ptr: Tensor, indices: Tensor, format: str, rows: int,
-             cols: int) -> Tensor:
-    """The dense ``rows x cols`` float32 weight, zeros where pruned."""
+             cols: int, pattern: Optional[tuple[int, int]] = None) -> Tensor:
+    """The dense ``rows x cols`` weight (the values' dtype), zeros where pruned."""
+    if format in NM_FORMATS:
+        return nm_format.to_dense(values, indices, pattern, rows, cols)
     dense = torch.zeros(rows, cols, dtype=values.dtype, device=values.device)
     if format == "csr":
         counts = (row_ptr[1:] - row_ptr[:-1]).to(torch.int64)
@@ -82,10 +101,12 @@ def to_dense(values: Tensor, row_ptr: Tensor, indices: Tensor, format: str, rows
 
 
 def validate(values: Tensor, row_ptr: Tensor, indices: Tensor, format: str, rows: int,
-             cols: int, *, what: str = "weight") -> None:
+             cols: int, *, what: str = "weight", pattern: Optional[tuple[int, int]] = None) -> None:
     """Raise ValueError / TypeError unless the tensors are a well-formed ``rows x cols`` weight
     in ``format`` (so that the kernels never read out of bounds)."""
-    V.choice(f"{what}: format", format, FORMATS)
+    V.choice(f"{what}: format", format, LAYER_FORMATS)
+    if format in NM_FORMATS:
+        return nm_format.validate(values, row_ptr, indices, pattern, rows, cols, what)
     for name, t, dtype in (("values", values, torch.float32), ("row_ptr", row_ptr, torch.int32),
                            ("indices", indices, torch.int32)):
         if not isinstance(t, Tensor) or t.dtype != dtype:

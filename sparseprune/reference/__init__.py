@@ -10,6 +10,7 @@ papers' code paths (e.g. :func:`gumbel_softmax_weight`), which the benchmarks ti
 fused kernels.
 """
 
+from .inference import nm_dense_weight, nm_linear
 from .masks import (aslp_weight, edge_popup_weight, hard_concrete_from_noise,
                     hard_concrete_sample, masked_conv2d, masked_linear, reparam_h, reparam_weight,
                     sparse_conv2d, sparse_linear, supermask_weight)
@@ -21,4 +22,5 @@ __all__ = ["philox4x32_10", "philox_bits", "uniform", "logistic_noise", "aslp_we
            "supermask_weight", "edge_popup_weight", "masked_linear", "masked_conv2d",
            "gumbel_softmax_weight", "bernoulli_dwr_weight", "kthvalue_weight",
            "SeedPaperLayer", "seed_paper_copy", "reparam_h", "reparam_weight",
-           "hard_concrete_sample", "hard_concrete_from_noise", "sparse_linear", "sparse_conv2d"]
+           "hard_concrete_sample", "hard_concrete_from_noise", "sparse_linear", "sparse_conv2d",
+           "nm_linear", "nm_dense_weight"]

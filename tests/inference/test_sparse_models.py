@@ -79,10 +79,15 @@ def test_auto_rule_and_report(lenet):
         model.classifier[2].weight.normal_()  # fully dense again
     sp.to_sparse(model)
     report = sp.sparsity_report(model)
-    assert [layer.format for layer in report.layers] == ["csr", "dense", "dense"]
-    assert "format" in str(report).splitlines()[0] and "csr" in str(report)
-    assert report.to_dict()["layers"][0]["format"] == "csr"
-    assert report.layers[0].kept == model.classifier[0].nnz
+    # 300 x 784 at density 0.1, batch 1: within the per-call cost of dense either way (the latency
+    # model decides); the smaller layers stay dense, and every choice says why.
+    assert [layer.format for layer in report.layers][1:] == ["dense", "dense"]
+    assert report.layers[0].format in ("csr", "bitmap", "dense")
+    assert all(layer.format_reason.startswith(layer.format + ":") for layer in report.layers)
+    assert "format" in str(report).splitlines()[0] and "ms layer" in str(report)
+    assert report.to_dict()["layers"][0]["format"] == report.layers[0].format
+    assert sp.to_sparse(copy.deepcopy(lenet), format="csr").classifier[0].nnz \
+        == report.layers[0].kept
 
 
 def test_auto_with_an_example_input_times_the_candidates(lenet):
@@ -121,7 +126,8 @@ def test_conv_padding_modes_and_to_dense(padding, padding_mode):
 
 
 def test_bad_arguments(lenet):
-    with pytest.raises(ValueError, match=r"format must be one of \('auto', 'csr', 'bitmap'\), got 'coo'"):
+    with pytest.raises(ValueError, match=r"format must be one of \('auto', 'csr', 'bitmap', 'nm', "
+                       r"'semi_structured'\), got 'coo'"):
         sp.to_sparse(copy.deepcopy(lenet), format="coo")
     with pytest.raises(TypeError, match="float64 weights; the sparse kernels run in float32"):
         sp.to_sparse(nn.Linear(4, 3).double(), format="csr")

@@ -17,7 +17,8 @@ from cuda_helpers import (DEVICE, MASK_CONFIGS, assert_same_bits, needs_gpu, nee
 
 OPS = ["masked_weight", "masked_weight_backward", "masked_linear", "masked_linear_backward",
        "masked_conv2d", "masked_conv2d_backward", "reparam_weight", "reparam_weight_backward",
-       "hard_concrete_sample", "hard_concrete_sample_backward", "sparse_linear", "sparse_conv2d"]
+       "hard_concrete_sample", "hard_concrete_sample_backward", "sparse_linear", "sparse_conv2d",
+       "nm_linear"]
 
 
 @pytest.mark.parametrize("op", OPS)
