@@ -13,7 +13,7 @@ import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune.remove)
 from torch import Tensor, nn
 
 from . import _validate
-from .methods import Recipe
+from .methods import MaskMethod, Recipe, create
 from .nn.coverage import KINDS, Kind, kind_of, uncovered_weights
 from .nn.masked import MaskedLayer
 from .nn.sparse import SparseLayer
@@ -103,7 +103,9 @@ def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
     being excluded are named in a UserWarning. A layer pruned with ``torch.nn.utils.prune`` is
     imported by the ``"fixed"`` method (its mask becomes the layer's); other methods ask for
     ``prune.remove`` first. Returns the model (a new module only when ``model`` itself is a single
-    layer). Raises ValueError when nothing matches.
+    layer). Raises ValueError when nothing matches, and, before changing anything, when a layer
+    cannot take the method (e.g. ``pattern="2:4"`` on a layer whose input size is not a multiple
+    of 4: the message names the layer; leave it dense with ``exclude=``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -118,6 +120,11 @@ def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
         raise ValueError("convert: no layer of a covered kind matched "
                          f"({', '.join(k.name for k in KINDS)}; include={include!r}, "
                          f"exclude={exclude!r})")
+    # Every layer must suit the method (e.g. an N:M pattern's group size) before anything changes.
+    probe = method if isinstance(method, MaskMethod) else create(method, **method_options)
+    for name, module in targets:
+        kind = kind_of(module)
+        probe.check_layer(name, tuple(kind.weight(module).shape), kind.masked.input_dim)
     imported = {}
     for name, module in targets:
         if _torch_pruned(module):
@@ -133,6 +140,7 @@ def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
                for p in m.parameters()}
     for name, module in targets:
         masked = kind_of(module).masked.from_dense(module, method, **method_options)
+        masked.method.bind(name, masked)
         if name in imported:
             masked.method.set_mask(masked, imported[name].to(masked.weight.device))
         model = replace_module(model, name, masked)
@@ -211,6 +219,23 @@ def sampled_masks(model: nn.Module) -> Iterator[nn.Module]:
             m.sample_in_eval = value
 
 
+def set_progress(model: nn.Module, fraction: float) -> nn.Module:
+    """Tell every masked layer how far training has got (``fraction`` in [0, 1], e.g.
+    ``step / total_steps``), for the options a method schedules over training: the learned N:M
+    masks' ``temperature`` and ``logit_scale`` pairs ``(start, end)`` are linear in it (MaskLLM's
+    schedules). Call it every step (a plain attribute, not saved in ``state_dict``: call it again
+    after loading). Methods without schedules ignore it. Returns the model::
+
+        for step, batch in enumerate(loader):
+            sp.set_progress(model, step / total_steps)
+            ...
+    """
+    fraction = _validate.progress(fraction)
+    for _, layer in masked_layers(model):
+        layer.method.set_progress(layer, fraction)
+    return model
+
+
 @torch.no_grad()
 def final_masks(model: nn.Module, *, density: Optional[float] = None,
                 scope: str = "global") -> dict[str, torch.Tensor]:
@@ -223,6 +248,15 @@ def final_masks(model: nn.Module, *, density: Optional[float] = None,
     """
     scope = _validate.scope(scope)
     layers = masked_layers(model)
+    if density is not None:
+        for name, layer in layers:
+            pattern = layer.method.pattern
+            if pattern is not None:
+                raise ValueError(
+                    f"finalize: layer {name!r} has an N:M pattern ({pattern[0]}:{pattern[1]}), "
+                    f"which fixes its density (N/M = {pattern[0] / pattern[1]:g}); call "
+                    f"finalize(model) without density= (it keeps exactly {pattern[0]} of every "
+                    f"{pattern[1]}), got density={density!r}")
     if density is None or not layers:
         return {name: layer.method.final_mask(layer) for name, layer in layers}
     scores = [layer.method.ranking_scores(layer) for _, layer in layers]

@@ -88,6 +88,17 @@ struct HardConcreteKernels {
 };
 SP_KERNEL_FAMILY(HardConcreteKernels);
 
+// N:M pattern masks (nm.h), over whole tiles of kNmTileGroups groups [tile_begin, tile_end):
+// cpu/kernels/nm_kernel.cpp. Forward writes p.masked; backward whichever of grad_scores,
+// grad_weight, masked (possibly aliasing grad) are set, and per-tile Smart Rescale sums into
+// p.partials when set. Both return true if a ranked value (score, logit or srste weight) is NaN.
+struct NmKernels {
+  const char* isa;
+  bool (*forward)(const NmParams& p, int64_t tile_begin, int64_t tile_end);
+  bool (*backward)(const NmParams& p, int64_t tile_begin, int64_t tile_end);
+};
+SP_KERNEL_FAMILY(NmKernels);
+
 // Sparse inference: cpu/kernels/sparse_table.cpp.
 struct SparseKernels {
   const char* isa;

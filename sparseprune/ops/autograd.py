@@ -69,3 +69,7 @@ if _ext.available():
     _register("masked_conv2d", 5, saved=(0, 1, 2, 4))
     # hard_concrete_sample(log_alpha, beta, gamma, zeta, rng)
     _register("hard_concrete_sample", 1, saved=(0,))
+    # nm_masked_weight(weight, scores, scale, method, n, m, schedule, hard, decay, rng) and
+    # nm_masked_linear(input, weight, scores, bias, scale, ...): as masked_weight / masked_linear.
+    _register("nm_masked_weight", 3, saved=(0, 1, 2))
+    _register("nm_masked_linear", 5, saved=(0, 1, 2, 4))
