@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: build test demo bench bench-sparse repro gpu-check clean
+.PHONY: build test sanitize demo bench bench-sparse repro gpu-check clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ build: $(VENV)/.built
 test: build
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest -q
+
+# AddressSanitizer + UBSan (issue 20): a separate CPU-only instrumented build in build-sanitize/
+# and the native-kernel tests under it (.ci/sanitize.sh; about 10 minutes on 2 cores, most of it
+# the build). Quiet on success, the whole log on failure. .ci/run runs it after `make test`.
+sanitize: build
+	bash .ci/sanitize.sh $(PY)
 
 demo: build
 	$(PY) -m sparseprune.runner.demo
@@ -60,4 +66,4 @@ gpu-check:
 	PYTHONUNBUFFERED=1 $(GPU_PY) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf build sparseprune/_C*.so *.egg-info $(VENV) gpu-check-results
+	rm -rf build build-sanitize sparseprune/_C*.so *.egg-info $(VENV) gpu-check-results

@@ -4,6 +4,9 @@ Environment knobs:
   SPARSEPRUNE_CUDA=auto|0|1   auto (default): build CUDA kernels when torch has CUDA and nvcc exists.
   TORCH_CUDA_ARCH_LIST        CUDA targets, default "8.0;9.0".
   MAX_JOBS                    parallel compile jobs (ninja and the per-ISA kernel objects).
+  SPARSEPRUNE_SANITIZE=1      AddressSanitizer + UBSan build (host and kernels, -O1, CPU only):
+                              `make sanitize` builds it into build-sanitize/ and runs the native
+                              kernel tests under it (.ci/sanitize.sh).
 """
 
 import glob
@@ -52,10 +55,20 @@ KERNEL_FLAGS = ["-O3", "-std=c++20", "-fPIC", "-ffp-contract=off", "-fno-math-er
                 "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
 
 
+# -fno-sanitize=vptr: libtorch is not built with UBSan, its classes carry no type info for it.
+SANITIZE = os.environ.get("SPARSEPRUNE_SANITIZE", "0") == "1"
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize=vptr",
+                  "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+if SANITIZE:
+    KERNEL_FLAGS = [f for f in KERNEL_FLAGS if f != "-O3"] + SANITIZE_FLAGS
+
+
 def want_cuda() -> bool:
     mode = os.environ.get("SPARSEPRUNE_CUDA", "auto").lower()
     if mode not in ("auto", "0", "1"):
         raise SystemExit(f"SPARSEPRUNE_CUDA must be auto, 0 or 1, got {mode!r}")
+    if SANITIZE:
+        return False  # the sanitizer build is CPU-only
     available = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
     if mode == "1" and not available:
         raise SystemExit("SPARSEPRUNE_CUDA=1 but torch has no CUDA or nvcc was not found "
@@ -99,10 +112,13 @@ def extension():
     sources = [os.path.join("csrc", "ops.cpp"), os.path.join("csrc", "cpu", "dispatch.cpp")]
     sources += sorted(glob.glob(os.path.join("csrc", "host", "*.cpp")))
     cxx = ["-O3", "-std=c++20", "-ffp-contract=off"] + openmp_flags()
+    if SANITIZE:
+        cxx = [f for f in cxx if f != "-O3"] + SANITIZE_FLAGS
     if not cuda:
         return cpp_extension.CppExtension(
             "sparseprune._C", sources, include_dirs=[INCLUDE], define_macros=build_macros,
-            extra_compile_args={"cxx": cxx}, extra_link_args=openmp_flags())
+            extra_compile_args={"cxx": cxx},
+            extra_link_args=openmp_flags() + (SANITIZE_FLAGS if SANITIZE else []))
     archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     build_macros += [("SP_WITH_CUDA", None), ("SP_CUDA_VERSION", f'"{torch.version.cuda}"'),
                      ("SP_CUDA_ARCHS", f'"{archs}"')]

@@ -141,8 +141,19 @@ def scope(value) -> str:
     return choice("scope", value, SCOPES)
 
 
+# The accepted ASLP temperatures (csrc/host/check.h says why): below 1e-3 the float32 surrogate
+# slope sigmoid'((s + L) / tau) / tau would be dominated by the rounding of s + L.
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 1e30
+
+
 def temperature(value) -> float:
-    return finite_number("temperature", value, minimum=0.0, strict=True)
+    if not is_number(value):
+        raise TypeError(f"temperature must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and MIN_TEMPERATURE <= value <= MAX_TEMPERATURE):
+        raise ValueError(f"temperature must be a finite number in [{MIN_TEMPERATURE:g}, "
+                         f"{MAX_TEMPERATURE:g}], got {value!r}")
+    return float(value)
 
 
 def method(value) -> str:

@@ -264,6 +264,15 @@ def final_masks(model: nn.Module, *, density: Optional[float] = None,
     return {name: mask for (name, _), mask in zip(layers, masks)}
 
 
+def kept_count(layer: MaskedLayer, mask: torch.Tensor) -> int:
+    """The weights the finalized ``layer`` keeps under ``mask``: those of the mask whose final
+    scale is not 0 (a hard-concrete gate closed at test time zeroes a weight the mask keeps)."""
+    scale = layer.method.final_scale(layer, mask)
+    if isinstance(scale, torch.Tensor):
+        return int((mask & (scale != 0)).sum())
+    return int(mask.sum()) if scale != 0 else 0
+
+
 @torch.no_grad()
 def finalize(model: nn.Module, *, density: Optional[float] = None,
              scope: str = "global") -> nn.Module:
@@ -288,6 +297,15 @@ def finalize(model: nn.Module, *, density: Optional[float] = None,
                       UserWarning, stacklevel=3)
         return model
     masks = final_masks(model, density=density, scope=scope)
+    if density is not None:
+        promised = sum(int(m.sum()) for m in masks.values())
+        kept = sum(kept_count(layer, masks[name]) for name, layer in layers)
+        if kept < promised:
+            warnings.warn(f"finalize: density={density!r} selects {promised} weights but {kept} "
+                          f"stay nonzero: the method's final scale is 0 for {promised - kept} of "
+                          "them (hard_concrete: their test-time gate is closed); "
+                          "sparseprune.budget.final_densities reports the same count",
+                          UserWarning, stacklevel=3)
     for name, layer in layers:
         model = replace_module(model, name,
                                layer.to_dense(layer.method.final_weight(layer, masks[name])))

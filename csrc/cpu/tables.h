@@ -46,10 +46,11 @@ struct MaskKernels {
   // returns true if any score in the range is NaN.
   bool (*stochastic_forward)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
   // One-pass backward: whichever of grad_scores, grad_weight, masked are set, and per-tile sums
-  // of g * w * z into p.partials when set.
-  void (*stochastic_backward)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
-  // DWR backward, pass 1: packed slopes into p.slopes, per-tile (sum w z g, kept) pairs.
-  void (*dwr_collect)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
+  // of g * w * z into p.partials when set; true if any score in the range is NaN.
+  bool (*stochastic_backward)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
+  // DWR backward, pass 1: packed slopes into p.slopes, per-tile (sum w z g, kept) pairs; true on
+  // a NaN score.
+  bool (*dwr_collect)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
   // DWR backward, pass 2: from p.slopes and p.dwr_factors, no noise.
   void (*dwr_finish)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
 
@@ -60,7 +61,7 @@ struct MaskKernels {
   void (*topk_count_ties)(const TopkParams& p, int64_t tile_begin, int64_t tile_end,
                           int64_t* per_tile);
   bool (*topk_forward)(const TopkParams& p, int64_t tile_begin, int64_t tile_end);  // true on NaN
-  void (*topk_backward)(const TopkParams& p, int64_t tile_begin, int64_t tile_end);
+  bool (*topk_backward)(const TopkParams& p, int64_t tile_begin, int64_t tile_end);  // true on NaN
 
   // Raw Philox words or logistic noise.
   void (*noise)(const NoiseParams& p, int64_t tile_begin, int64_t tile_end);
@@ -81,10 +82,10 @@ SP_KERNEL_FAMILY(ReparamKernels);
 // cpu/kernels/hard_concrete_kernel.cpp.
 struct HardConcreteKernels {
   const char* isa;
-  // The gates z into p.z.
-  void (*forward)(const HardConcreteParams& p, int64_t tile_begin, int64_t tile_end);
-  // dLoss/dlog_alpha into p.grad_log_alpha from p.grad.
-  void (*backward)(const HardConcreteParams& p, int64_t tile_begin, int64_t tile_end);
+  // The gates z into p.z; true if any log_alpha in the range is NaN.
+  bool (*forward)(const HardConcreteParams& p, int64_t tile_begin, int64_t tile_end);
+  // dLoss/dlog_alpha into p.grad_log_alpha from p.grad; true on a NaN log_alpha.
+  bool (*backward)(const HardConcreteParams& p, int64_t tile_begin, int64_t tile_end);
 };
 SP_KERNEL_FAMILY(HardConcreteKernels);
 

@@ -44,8 +44,31 @@ void check_cpu_or_cuda(const char* op, const char* arg, const at::Device& device
 }
 
 void check_temperature(const char* op, double temperature) {
-  TORCH_CHECK_VALUE(std::isfinite(temperature) && temperature > 0, "sparseprune::", op,
-                    ": temperature must be a finite number > 0, got ", temperature);
+  TORCH_CHECK_VALUE(std::isfinite(temperature) && temperature >= kMinTemperature &&
+                        temperature <= kMaxTemperature,
+                    "sparseprune::", op, ": temperature must be a finite number in [",
+                    kMinTemperature, ", ", kMaxTemperature, "], got ", temperature);
+}
+
+void check_same_device(const char* op, const char* arg, const std::optional<at::Tensor>& t,
+                       const char* like_arg, const at::Tensor& like) {
+  if (t.has_value() && t->defined()) check_same_device(op, arg, *t, like_arg, like);
+}
+
+void check_grad(const char* op, const char* arg, const at::Tensor& grad, at::IntArrayRef expected,
+                const char* like_arg, const at::Tensor& like) {
+  TORCH_CHECK_VALUE(grad.sizes() == expected, "sparseprune::", op, ": ", arg,
+                    " must have the forward output's shape ", expected, ", got ", grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == like.scalar_type(), "sparseprune::", op, ": ", arg,
+                   " must have the ", like_arg, "'s dtype ", like.scalar_type(), ", got ",
+                   grad.scalar_type());
+  check_same_device(op, arg, grad, like_arg, like);
+}
+
+void check_scalar_not_nan(const char* op, const char* arg, const at::Tensor& t) {
+  if (!t.device().is_cpu() || t.numel() != 1) return;
+  TORCH_CHECK_VALUE(!std::isnan(t.item<double>()), "sparseprune::", op, ": ", arg,
+                    " is NaN (check the learning rate or the optimizer state)");
 }
 
 void check_rng(const char* op, const at::Tensor& rng) {
@@ -64,6 +87,7 @@ void check_scale(const char* op, const std::optional<at::Tensor>& scale, const a
   TORCH_CHECK_TYPE(scale->scalar_type() == at::kFloat, "sparseprune::", op,
                    ": scale must be float32, got ", scale->scalar_type());
   check_same_device(op, "scale", *scale, "weight", weight);
+  check_scalar_not_nan(op, "scale", *scale);
 }
 
 void check_layer_input(const char* op, const at::Tensor& input, const at::Tensor& weight) {
@@ -124,10 +148,10 @@ at::Tensor conv2d_batch(const char* op, const at::Tensor& input) {
   return input.dim() == 3 ? input.unsqueeze(0) : input;
 }
 
-void check_no_nan(const char* op, bool nan_seen) {
-  TORCH_CHECK_VALUE(!nan_seen, "sparseprune::", op,
-                    ": scores contain NaN; a NaN score has no mask (check the learning rate or "
-                    "the optimizer state)");
+void check_no_nan(const char* op, bool nan_seen, const char* arg) {
+  TORCH_CHECK_VALUE(!nan_seen, "sparseprune::", op, ": ", arg,
+                    " contain NaN; a NaN entry has no mask (check the learning rate or the "
+                    "optimizer state)");
 }
 
 }  // namespace host

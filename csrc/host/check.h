@@ -28,7 +28,26 @@ void check_same_device(const char* op, const char* arg_a, const at::Tensor& a, c
 // `arg` (one tensor, or "tensors" for all of an op's) must be on a device with kernels.
 void check_cpu_or_cuda(const char* op, const char* arg, const at::Device& device);
 
+// The ASLP temperature: finite, in [kMinTemperature, kMaxTemperature]. Below the minimum the
+// float32 surrogate slope sigmoid'((s + L) / tau) / tau is dominated by the rounding of s + L (its
+// error over tau reaches O(1)); above the maximum 1 / tau is no longer a normal float32.
+inline constexpr double kMinTemperature = 1e-3;
+inline constexpr double kMaxTemperature = 1e30;
 void check_temperature(const char* op, double temperature);
+
+// Every tensor argument of an op on `like`'s device (a meta or other-device tensor among CPU ones
+// would otherwise be read, or dispatch elsewhere): "<arg> and <like_arg> must be on the same
+// device". Optional tensors may be absent.
+void check_same_device(const char* op, const char* arg, const std::optional<at::Tensor>& t,
+                       const char* like_arg, const at::Tensor& like);
+
+// A gradient argument of a backward op: exactly `expected` (the forward's output shape), with the
+// dtype and device of `like` (the argument named like_arg).
+void check_grad(const char* op, const char* arg, const at::Tensor& grad, at::IntArrayRef expected,
+                const char* like_arg, const at::Tensor& like);
+
+// A learned scalar (scale, t) must not be NaN; read on CPU only (on CUDA it would need a sync).
+void check_scalar_not_nan(const char* op, const char* arg, const at::Tensor& t);
 
 // The rng argument: a contiguous CPU int64 tensor [seed, offset].
 void check_rng(const char* op, const at::Tensor& rng);
@@ -60,7 +79,7 @@ void check_conv2d_options(const char* op, at::IntArrayRef stride, at::IntArrayRe
 // A 2-D convolution's input, 3-D (C, H, W) or 4-D (N, C, H, W), as a batch (N, C, H, W).
 at::Tensor conv2d_batch(const char* op, const at::Tensor& input);
 
-void check_no_nan(const char* op, bool nan_seen);
+void check_no_nan(const char* op, bool nan_seen, const char* arg = "scores");
 
 }  // namespace host
 }  // namespace sparseprune

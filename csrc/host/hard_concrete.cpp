@@ -40,11 +40,15 @@ HardConcreteParams params_for(const at::Tensor& log_alpha, double beta, double g
   return p;
 }
 
+// A NaN log_alpha has no gate: refused on CPU, as NaN scores are (CUDA does not look: a sync).
 template <bool kBackward>
 void run_hard_concrete(const char* op, const HardConcreteParams& p, const at::Device& device) {
-  run_tiles(op, device, p,
-            kBackward ? &cpu::HardConcreteKernels::backward : &cpu::HardConcreteKernels::forward,
-            kBackward ? SP_CUDA(hard_concrete_backward) : SP_CUDA(hard_concrete_forward));
+  check_no_nan(op, run_tiles(op, device, p,
+                             kBackward ? &cpu::HardConcreteKernels::backward
+                                       : &cpu::HardConcreteKernels::forward,
+                             kBackward ? SP_CUDA(hard_concrete_backward)
+                                       : SP_CUDA(hard_concrete_forward)),
+               "log_alpha");
 }
 
 }  // namespace

@@ -73,7 +73,9 @@ void stochastic_backward(const char* op, StochasticParams& p, const at::Device& 
     return;
   }
   if (grad_scale && device.is_cuda()) p.grad_scale = grad_scale->data_ptr<float>();
-  run_tiles(op, device, p, &cpu::MaskKernels::stochastic_backward, SP_CUDA(stochastic_backward));
+  // The backward ops are public too: a NaN score is refused as in forward.
+  check_no_nan(op, run_tiles(op, device, p, &cpu::MaskKernels::stochastic_backward,
+                             SP_CUDA(stochastic_backward)));
   if (grad_scale && device.is_cpu())
     grad_scale->fill_(sum_in_tile_order(partials.data_ptr<double>(), partials.size(0)));
 }
@@ -86,7 +88,7 @@ void dwr_backward(const char* op, StochasticParams& p, const at::Device& device,
   at::Tensor partials = partials_for(p.numel, 2, device);
   p.partials = partials.data_ptr<double>();
   p.slopes = slopes.data_ptr<float>();
-  run_tiles(op, device, p, &cpu::MaskKernels::dwr_collect, SP_CUDA(dwr_collect));
+  check_no_nan(op, run_tiles(op, device, p, &cpu::MaskKernels::dwr_collect, SP_CUDA(dwr_collect)));
   const at::Tensor sums = partials.sum(0);  // [sum w z g, M]
   const at::Tensor kept = sums.select(0, 1).clamp_min(1.0);
   const at::Tensor r = static_cast<double>(p.numel) / kept;

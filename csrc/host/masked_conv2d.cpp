@@ -62,6 +62,12 @@ Grads5 masked_conv2d_backward(const at::Tensor& grad_output, const at::Tensor& i
       mask_args(op, weight, scores, scale, method, rescale, temperature, density, rng);
   const at::Tensor batch =
       check_conv(op, input, weight, std::nullopt, stride, padding, dilation, groups);
+  std::vector<int64_t> out_shape{batch.size(0), weight.size(0)};
+  for (int d = 0; d < 2; ++d)
+    out_shape.push_back((batch.size(2 + d) + 2 * padding[d] - dilation[d] * (weight.size(2 + d) - 1) -
+                         1) / stride[d] + 1);
+  if (input.dim() == 3) out_shape.erase(out_shape.begin());
+  check_grad(op, "grad_output", grad_output, out_shape, "weight", weight);
   const at::Tensor go = input.dim() == 3 ? grad_output.unsqueeze(0) : grad_output;
   const auto [need_input, need_weight, need_scores, need_bias, need_scale_arg] = output_mask;
   const bool need_scale = need_scale_arg && scale.has_value();

@@ -37,13 +37,18 @@ Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& i
   const auto [need_input, need_weight, need_scores, need_bias, need_scale_arg] = output_mask;
   const bool need_scale = need_scale_arg && scale.has_value();
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
-  const at::Tensor go = grad_output.reshape({-1, out_features});  // (batch, out)
+  std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
+  out_shape.back() = out_features;
+  check_grad(op, "grad_output", grad_output, out_shape, "weight", weight);
+  // Explicit sizes: -1 cannot be inferred when a dimension is 0 (a zero-width layer).
+  const int64_t batch = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
+  const at::Tensor go = grad_output.reshape({batch, out_features});
   at::Tensor grad_input, grad_bias;
   MaskGrads grads;
   // One weight-sized buffer: first dLoss/d(masked weight), then the masked weight itself.
   at::Tensor buffer;
   if (need_weight || need_scores || need_scale) {
-    buffer = at::mm(go.t(), input.reshape({-1, in_features})).contiguous();  // (out, in)
+    buffer = at::mm(go.t(), input.reshape({batch, in_features})).contiguous();  // (out, in)
     grads = mask_backward(op, buffer, weight, scores, args, need_weight, need_scores, need_scale,
                           /*masked_into_grad=*/need_input);
   } else if (need_input) {

@@ -1,4 +1,6 @@
 // sparseprune::philox_bits / logistic_noise: the raw random stream the masks are built from.
+#include <limits>
+
 #include "ops.h"
 #include "route.h"
 
@@ -8,7 +10,9 @@ namespace {
 
 at::Tensor generate(const char* op, int64_t numel, int64_t seed, int64_t offset,
                     at::Device device, NoiseKind kind) {
-  TORCH_CHECK_VALUE(numel >= 0, "sparseprune::", op, ": numel must be >= 0, got ", numel);
+  // At most 2^61 - 1 elements of 4 bytes: the largest tensor whose byte size is an int64.
+  TORCH_CHECK_VALUE(numel >= 0 && numel <= std::numeric_limits<int64_t>::max() / 4,
+                    "sparseprune::", op, ": numel must be in [0, 2^61), got ", numel);
   TORCH_CHECK_VALUE(device.is_cpu() || device.is_cuda(), "sparseprune::", op,
                     ": device must be CPU or CUDA, got ", device);
   const auto dtype = kind == NoiseKind::kBits ? at::kInt : at::kFloat;

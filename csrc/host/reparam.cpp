@@ -20,6 +20,7 @@ void check_reparam(const char* op, const at::Tensor& weight, const at::Tensor& t
   check_same_device(op, "t", t, "weight", weight);
   TORCH_CHECK_VALUE(power >= 1 && power <= 64, "sparseprune::", op,
                     ": power (the exponent n) must be an integer in [1, 64], got ", power);
+  check_scalar_not_nan(op, "t", t);
 }
 
 at::ScalarType sum_dtype(const at::Tensor& weight) {

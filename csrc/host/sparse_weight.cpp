@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
+#include <vector>
 
 #include "check.h"
 #include "route.h"
@@ -20,6 +22,112 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // The number of tasks per thread chunk so that each chunk does at least kMinTaskWork.
 int64_t grain_for(int64_t work_per_task) {
   return std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, work_per_task));
+}
+
+// Popcount of a bitmap range; hardware popcnt where the CPU has it (the baseline build cannot
+// assume it), so that the check stays a fraction of the kernel's own pass over the words.
+__attribute__((target("popcnt"))) int64_t popcount_hw(const uint32_t* w, int64_t n) {
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; ++i) c += __builtin_popcount(w[i]);
+  return c;
+}
+int64_t popcount_sw(const uint32_t* w, int64_t n) {
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; ++i) c += __builtin_popcount(w[i]);
+  return c;
+}
+const bool kHasPopcnt = __builtin_cpu_supports("popcnt");
+
+// The structure between the ends of row_ptr, on CPU: offsets rise from 0 to nnz, CSR columns lie
+// in [0, cols), a bitmap row has as many bits as values and none past the last column. O(rows +
+// nnz) for CSR, one popcount per bitmap word: a fraction of what the kernels then read.
+void check_structure_cpu(const char* op, const SparseWeight& w, bool csr, int64_t rows,
+                         int64_t cols) {
+  const int32_t* rp = w.row_ptr.data_ptr<int32_t>();
+  const int64_t nnz = w.values.numel();
+  TORCH_CHECK_VALUE(rp[0] == 0 && rp[rows] == nnz, "sparseprune::", op,
+                    ": row_ptr must run from 0 to the number of values (", nnz, "), got ", rp[0],
+                    " .. ", rp[rows]);
+  int64_t bad_row = -1;
+  for (int64_t n = 0; n < rows && bad_row < 0; ++n)
+    if (rp[n + 1] < rp[n]) bad_row = n;
+  TORCH_CHECK_VALUE(bad_row < 0, "sparseprune::", op,
+                    ": row_ptr must not decrease, got row_ptr[", bad_row, "] = ", rp[bad_row],
+                    " > row_ptr[", bad_row + 1, "] = ", rp[bad_row + 1]);
+  std::atomic<int64_t> bad{-1};
+  if (csr) {
+    const int32_t* col = w.indices.data_ptr<int32_t>();
+    auto outside = [cols](int32_t c) { return c < 0 || c >= cols; };
+    at::parallel_for(0, nnz, 1 << 16, [&](int64_t begin, int64_t end) {
+      bool out = false;
+      for (int64_t j = begin; j < end; ++j) out |= outside(col[j]);
+      if (out)
+        for (int64_t j = begin; j < end; ++j)
+          if (outside(col[j])) {
+            bad = j;
+            break;
+          }
+    });
+    const int64_t j = bad.load();
+    TORCH_CHECK_VALUE(j < 0, "sparseprune::", op, ": csr column indices must lie in [0, ", cols,
+                      "), got ", j < 0 ? 0 : col[j], " at position ", j);
+    return;
+  }
+  const uint32_t* words = reinterpret_cast<const uint32_t*>(w.indices.data_ptr<int32_t>());
+  const int64_t per_row = ceil_div(cols, 32);
+  const uint32_t tail = cols % 32 == 0 ? 0u : ~((1u << (cols % 32)) - 1u);  // bits past cols
+  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, per_row)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t n = begin; n < end; ++n) {
+                       const uint32_t* row = words + n * per_row;
+                       const int64_t bits =
+                           kHasPopcnt ? popcount_hw(row, per_row) : popcount_sw(row, per_row);
+                       if (bits != rp[n + 1] - rp[n] || (per_row > 0 && (row[per_row - 1] & tail))) {
+                         bad = n;
+                         return;
+                       }
+                     }
+                   });
+  const int64_t n = bad.load();
+  TORCH_CHECK_VALUE(n < 0, "sparseprune::", op, ": bitmap row ", n,
+                    " must set one bit per value of the row (row_ptr gives ",
+                    n < 0 ? 0 : rp[n + 1] - rp[n], ") and none past column ", cols - 1);
+}
+
+// The same conditions on CUDA, as a few ATen reductions on the device and one host sync.
+void check_structure_device(const char* op, const SparseWeight& w, bool csr, int64_t rows,
+                            int64_t cols) {
+  const at::Tensor rp = w.row_ptr.to(at::kLong);
+  const int64_t nnz = w.values.numel();
+  const at::Tensor counts = rp.narrow(0, 1, rows) - rp.narrow(0, 0, rows);
+  std::vector<at::Tensor> bad{rp[0].ne(0), rp[rows].ne(nnz)};
+  if (rows > 0) bad.push_back(counts.lt(0).any());
+  if (csr && nnz > 0) bad.push_back(w.indices.lt(0).logical_or(w.indices.ge(cols)).any());
+  if (!csr && w.indices.numel() > 0) {
+    // Popcount of every word (SWAR on int64 holding the 32-bit pattern).
+    at::Tensor x = w.indices.to(at::kLong).bitwise_and(0xFFFFFFFFLL);
+    const int64_t per_row = x.size(1);
+    const uint32_t tail = cols % 32 == 0 ? 0u : ~((1u << (cols % 32)) - 1u);
+    if (tail) bad.push_back(x.select(1, per_row - 1).bitwise_and(int64_t{tail}).ne(0).any());
+    x = x - x.__rshift__(1).bitwise_and(0x55555555LL);
+    x = x.bitwise_and(0x33333333LL) + x.__rshift__(2).bitwise_and(0x33333333LL);
+    x = (x + x.__rshift__(4)).bitwise_and(0x0F0F0F0FLL);
+    x = (x * 0x01010101LL).__rshift__(24).bitwise_and(0xFF);
+    bad.push_back(x.sum(1).ne(counts).any());
+  }
+  const bool ok = !at::stack(bad).any().item<bool>();
+  TORCH_CHECK_VALUE(ok, "sparseprune::", op,
+                    ": malformed compressed weight: row_ptr must rise from 0 to the number of "
+                    "values (", nnz, "), csr columns lie in [0, ", cols,
+                    "), bitmap rows set one bit per value and none past the last column");
+}
+
+void check_structure(const char* op, const SparseWeight& w, bool csr, int64_t rows,
+                     int64_t cols) {
+  if (w.values.device().is_cpu())
+    check_structure_cpu(op, w, csr, rows, cols);
+  else
+    check_structure_device(op, w, csr, rows, cols);
 }
 
 }  // namespace
@@ -55,12 +163,7 @@ SparseWeight sparse_weight(const char* op, const at::Tensor& values, const at::T
                       ") (32 columns per word), got ", indices.sizes());
   }
   SparseWeight w{values.contiguous(), row_ptr.contiguous(), indices.contiguous(), {}};
-  if (w.values.device().is_cpu()) {  // two reads; on CUDA they would cost a host sync
-    const int32_t* rp = w.row_ptr.data_ptr<int32_t>();
-    TORCH_CHECK_VALUE(rp[0] == 0 && rp[rows] == values.numel(), "sparseprune::", op,
-                      ": row_ptr must run from 0 to the number of values (", values.numel(),
-                      "), got ", rp[0], " .. ", rp[rows]);
-  }
+  check_structure(op, w, csr, rows, cols);
   SparseMatrix& m = w.matrix;
   m.format = csr ? SparseFormat::kCsr : SparseFormat::kBitmap;
   m.rows = rows;

@@ -18,10 +18,13 @@ struct SparseWeight {
   SparseMatrix matrix;
 };
 
-// Checks the tensors of a rows x cols compressed weight for `op` (dtypes, shapes, devices, and on
-// CPU the two ends of row_ptr) and views them as a SparseMatrix. format: "csr" or "bitmap".
-// The structure in between (ascending columns, offsets, bit counts) is checked once, when the
-// weight is built or loaded (sparseprune/sparse.py), not on every call.
+// Checks the tensors of a rows x cols compressed weight for `op` (dtypes, shapes, devices) and
+// views them as a SparseMatrix. format: "csr" or "bitmap".
+// And the structure, on every call, so that no input makes a kernel read out of bounds: row_ptr
+// rises from 0 to the number of values, CSR columns lie in [0, cols), a bitmap row sets as many
+// bits as it has values and none past the last column. O(rows + nnz) (bitmap: one popcount per
+// word); on CUDA a few reductions and one host sync. (Ascending CSR columns are checked where a
+// weight is built, sparseprune/ops/formats.py: the kernels' sums do not depend on the order.)
 SparseWeight sparse_weight(const char* op, const at::Tensor& values, const at::Tensor& row_ptr,
                            const at::Tensor& indices, const std::string& format, int64_t rows,
                            int64_t cols);

@@ -118,7 +118,8 @@ void topk_backward(const char* op, const at::Tensor& grad, const at::Tensor& wei
   // The mask is recomputed, not saved: the selection is a few reads of the scores.
   if (p.grad_weight || p.masked)
     select_threshold(op, p, weight.device(), top_k_count(density, p.numel), tie_quota);
-  run_tiles(op, weight.device(), p, &cpu::MaskKernels::topk_backward, SP_CUDA(topk_backward));
+  check_no_nan(op, run_tiles(op, weight.device(), p, &cpu::MaskKernels::topk_backward,
+                             SP_CUDA(topk_backward)));
 }
 
 }  // namespace host

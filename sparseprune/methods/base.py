@@ -134,6 +134,8 @@ class MaskMethod(ABC):
     # density is then fixed by the pattern (sparsity_report checks compliance, finalize(density=)
     # refuses). Set per instance by the pattern methods.
     pattern: Optional[tuple[int, int]] = None
+    # What ranking_scores are, for plots and reports.
+    score_label: ClassVar[str] = "score"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -40,6 +40,7 @@ class EdgePopup(MaskMethod):
 
     name = "edge_popup"
     density_role = "option"
+    score_label = "|score|"
     recipe = Recipe({"scores": 0.1}, weight_decay=1e-4, lr_schedule="cosine",
                     source="METHODS.md 3.4 (hidden-networks small-scale configs)")
 

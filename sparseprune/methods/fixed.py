@@ -36,6 +36,7 @@ class FixedMask(MaskMethod):
     name = "fixed"
     parameter_names = ()
     standalone = False
+    score_label = "|w| of the kept weights (pruned ones have none)"
     recipe = Recipe({"weights": 0.1}, weight_decay=1e-4, lr_schedule="cosine",
                     source="common small-scale setting; METHODS.md section 9")
 

@@ -49,6 +49,7 @@ class HardConcrete(MaskMethod):
     parameter_names = ("log_alpha",)
     density_role = "learned"
     stochastic = True
+    score_label = "log_alpha"
     recipe = Recipe({"weights": 1e-3, "log_alpha": 1e-2}, optimizer="adam",
                     source="METHODS.md 5.5 (Adam 1e-3; log_alpha 1e-2 so a short run reaches "
                            "its budget)")

@@ -41,6 +41,7 @@ class Reparam(MaskMethod):
     name = "reparam"
     parameter_names = ("t",)
     density_role = "learned"
+    score_label = "|t w| (h(w) >= 1/2 kept)"
     recipe = Recipe({"weights": 1e-3, "t": 1.0}, optimizer="adam",
                     source="METHODS.md 4.3 (unconfirmed; t needs its own, larger rate)")
 

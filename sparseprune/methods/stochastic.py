@@ -23,6 +23,7 @@ class StochasticMethod(MaskMethod):
     parameter_names = ("scores", "scale")
     density_role = "learned"
     stochastic = True
+    score_label = "logit (scores; kept when >= 0)"
 
     def __init__(self, rescale: Optional[str] = None, signed_constant: bool = False,
                  init_logit: float = 0.0, train_weights: bool = False,

@@ -101,7 +101,21 @@ class SparseLayer(nn.Module):
         # The buffers' sizes depend on the number of kept weights, which the incoming state
         # decides: take its tensors (validated) instead of copying into the current ones.
         names = [prefix + n for n in _BUFFERS]
-        bias_key, extra_key = prefix + "bias", prefix + "_extra_state"
+        bias_key, extra_key, weight_key = prefix + "bias", prefix + "_extra_state", prefix + "weight"
+        if weight_key in state_dict and not any(n in state_dict for n in names):
+            # The dense layout (a plain layer's state, or sparseprune.load without a model):
+            # compressed again in this layer's format.
+            weight = state_dict[weight_key]
+            if not isinstance(weight, Tensor) or tuple(weight.shape) != tuple(self.weight_shape):
+                error_msgs.append(f"{type(self).__name__}: the dense weight must have shape "
+                                  f"{list(self.weight_shape)}, got "
+                                  f"{list(getattr(weight, 'shape', [])) or type(weight).__name__}")
+                return
+            state_dict = dict(state_dict)
+            parts = formats.compress(weight.detach().float().reshape(self.weight_shape[0], -1),
+                                     self.format)
+            state_dict.update(zip(names, parts))
+            del state_dict[weight_key]
         missing = [n for n in names if n not in state_dict]
         missing_keys.extend(missing)
         if (bias_key in state_dict) != (self.bias is not None):

@@ -4,6 +4,11 @@ Each forward op gets one backward op (``*_backward`` in csrc/ops.cpp) registered
 ``torch.library.register_autograd``, which wraps them in an autograd Function: forward saves only
 its inputs and the ``rng`` pair ``[seed, offset]``, never the noise, the mask or the masked weight;
 backward regenerates them inside the fused passes that compute the gradients.
+
+The backward ops have no derivatives of their own: differentiating a gradient (``create_graph=True``
+then a second backward, e.g. a gradient-norm penalty) raises "sparseprune::<op> does not support
+double backward" at that second backward, instead of the silently wrong values an unregistered
+op would give (see :func:`_refuse_double_backward`).
 """
 
 from __future__ import annotations
@@ -59,7 +64,25 @@ def _register_reparam() -> None:
                                     setup_context=setup_context)
 
 
+def _refuse_double_backward(name: str) -> None:
+    """Gives ``<name>_backward`` an autograd formula that raises: its outputs then carry a node
+    that fails loudly if a second backward reaches it (once_differentiable, per op), and nothing
+    changes for the usual single backward, which runs with grad mode off."""
+
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"sparseprune::{name} does not support double backward (differentiating its gradient, "
+            "e.g. backward(create_graph=True) then a penalty on the gradient): its backward is a "
+            "fused straight-through / custom pass without derivatives of its own. Compute such a "
+            "penalty with sparseprune.reference (pure PyTorch) instead")
+
+    torch.library.register_autograd(f"sparseprune::{name}_backward", backward)
+
+
 if _ext.available():
+    for _name in ("masked_weight", "masked_linear", "masked_conv2d", "reparam_weight",
+                  "hard_concrete_sample"):
+        _refuse_double_backward(_name)
     _register_reparam()
     # masked_weight(weight, scores, scale, method, rescale, temperature, density, rng)
     _register("masked_weight", 3, saved=(0, 1, 2))

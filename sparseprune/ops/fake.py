@@ -15,15 +15,29 @@ def _empty_like(t: Tensor) -> Tensor:
     return torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
-def _check_mask_args(op: str, weight: Tensor, scores: Tensor, scale: Optional[Tensor]) -> None:
+def _same_device(op: str, like_name: str, like: Tensor, rng: Optional[Tensor] = None,
+                 **others: Optional[Tensor]) -> None:
+    """Every tensor argument on ``like``'s device, and ``rng`` on the CPU (or meta with a meta
+    ``like``). The dispatcher sends an op to these fake kernels as soon as one argument is a meta
+    tensor, so without this a meta ``bias`` among CPU tensors would return uninitialised memory
+    as the answer."""
+    for name, t in others.items():
+        torch._check_value(t is None or t.device == like.device, lambda: (
+            f"sparseprune::{op}: {name} and {like_name} must be on the same device, got "
+            f"{t.device} and {like.device}"))
+    torch._check_value(rng is None or rng.device.type == "cpu"
+                       or (rng.device.type == "meta" and like.device.type == "meta"), lambda: (
+        f"sparseprune::{op}: rng must be a contiguous CPU int64 tensor [seed, offset], got one "
+        f"on {rng.device}"))
+
+
+def _check_mask_args(op: str, weight: Tensor, scores: Tensor, scale: Optional[Tensor],
+                     rng: Tensor, **others: Optional[Tensor]) -> None:
     """The shape and device checks of csrc/host/mask.cpp, for tracing with fake tensors."""
     torch._check_value(weight.shape == scores.shape, lambda: (
         f"sparseprune::{op}: scores must have the weight's shape {list(weight.shape)}, "
         f"got {list(scores.shape)}"))
-    for name, t in (("scores", scores), ("scale", scale)):
-        torch._check_value(t is None or t.device == weight.device, lambda: (
-            f"sparseprune::{op}: {name} and weight must be on the same device, got {t.device} "
-            f"and {weight.device}"))
+    _same_device(op, "weight", weight, rng, scores=scores, scale=scale, **others)
 
 
 def _register_fakes() -> None:
@@ -31,12 +45,13 @@ def _register_fakes() -> None:
 
     @fake("sparseprune::masked_weight")
     def _masked_weight(weight, scores, scale, method, rescale, temperature, density, rng):
-        _check_mask_args("masked_weight", weight, scores, scale)
+        _check_mask_args("masked_weight", weight, scores, scale, rng)
         return _empty_like(weight)
 
     @fake("sparseprune::masked_weight_backward")
     def _masked_weight_backward(grad, weight, scores, scale, method, rescale, temperature, density,
                                 rng, output_mask):
+        _check_mask_args("masked_weight_backward", weight, scores, scale, rng, grad=grad)
         return (_empty_like(weight) if output_mask[0] else None,
                 _empty_like(scores) if output_mask[1] else None,
                 _empty_like(scale) if output_mask[2] and scale is not None else None)
@@ -44,7 +59,7 @@ def _register_fakes() -> None:
     @fake("sparseprune::masked_linear")
     def _masked_linear(input, weight, scores, bias, scale, method, rescale, temperature, density,
                        rng):
-        _check_mask_args("masked_linear", weight, scores, scale)
+        _check_mask_args("masked_linear", weight, scores, scale, rng, input=input, bias=bias)
         torch._check_value(input.shape[-1] == weight.shape[1], lambda: (
             f"sparseprune::masked_linear: input's last dimension must equal in_features = "
             f"{weight.shape[1]}, got input of shape {list(input.shape)}"))
@@ -60,12 +75,14 @@ def _register_fakes() -> None:
     @fake("sparseprune::masked_linear_backward")
     def _masked_linear_backward(grad_output, input, weight, scores, scale, method, rescale,
                                 temperature, density, rng, output_mask):
+        _check_mask_args("masked_linear_backward", weight, scores, scale, rng, input=input,
+                         grad_output=grad_output)
         return _mask_grads(input, weight, scores, scale, output_mask)
 
     @fake("sparseprune::masked_conv2d")
     def _masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups,
                        method, rescale, temperature, density, rng):
-        _check_mask_args("masked_conv2d", weight, scores, scale)
+        _check_mask_args("masked_conv2d", weight, scores, scale, rng, input=input, bias=bias)
         spatial = [
             (size + 2 * pad - dil * (k - 1) - 1) // st + 1
             for size, pad, dil, k, st in zip(input.shape[-2:], padding, dilation,
@@ -77,6 +94,8 @@ def _register_fakes() -> None:
     def _masked_conv2d_backward(grad_output, input, weight, scores, scale, stride, padding,
                                 dilation, groups, method, rescale, temperature, density, rng,
                                 output_mask):
+        _check_mask_args("masked_conv2d_backward", weight, scores, scale, rng, input=input,
+                         grad_output=grad_output)
         return _mask_grads(input, weight, scores, scale, output_mask)
 
     def _check_nm_args(op, weight, scores, scale, method, n, m):
@@ -124,23 +143,25 @@ def _register_fakes() -> None:
         torch._check_value(t.numel() == 1, lambda: (
             "sparseprune::reparam_weight: t must hold exactly one element (the layer's learned "
             f"width), got shape {list(t.shape)}"))
-        torch._check_value(t.device == weight.device, lambda: (
-            f"sparseprune::reparam_weight: t and weight must be on the same device, got "
-            f"{t.device} and {weight.device}"))
+        _same_device("reparam_weight", "weight", weight, t=t)
         dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
         return _empty_like(weight), weight.new_empty(() if compute_sum else (0,), dtype=dtype)
 
     @fake("sparseprune::reparam_weight_backward")
     def _reparam_weight_backward(grad, grad_sum, weight, t, power, output_mask):
+        _same_device("reparam_weight_backward", "weight", weight, t=t, grad=grad,
+                     grad_sum=grad_sum)
         return (_empty_like(weight) if output_mask[0] else None,
                 torch.empty_like(t) if output_mask[1] else None)
 
     @fake("sparseprune::hard_concrete_sample")
     def _hard_concrete_sample(log_alpha, beta, gamma, zeta, rng):
+        _same_device("hard_concrete_sample", "log_alpha", log_alpha, rng)
         return _empty_like(log_alpha)
 
     @fake("sparseprune::hard_concrete_sample_backward")
     def _hard_concrete_sample_backward(grad, log_alpha, beta, gamma, zeta, rng, output_mask):
+        _same_device("hard_concrete_sample_backward", "log_alpha", log_alpha, rng, grad=grad)
         torch._check_value(grad.shape == log_alpha.shape, lambda: (
             f"sparseprune::hard_concrete_sample_backward: grad must have log_alpha's shape "
             f"{list(log_alpha.shape)}, got {list(grad.shape)}"))
@@ -161,6 +182,8 @@ def _register_sparse() -> None:
 
     @fake("sparseprune::sparse_linear")
     def _sparse_linear(input, values, row_ptr, indices, bias, format, weight_shape):
+        _same_device("sparse_linear", "values", values, input=input, row_ptr=row_ptr,
+                     indices=indices, bias=bias)
         torch._check_value(input.dim() >= 1 and input.shape[-1] == weight_shape[1], lambda: (
             f"sparseprune::sparse_linear: input's last dimension must equal in_features = "
             f"{weight_shape[1]}, got input of shape {list(input.shape)}"))
@@ -169,6 +192,8 @@ def _register_sparse() -> None:
     @fake("sparseprune::sparse_conv2d")
     def _sparse_conv2d(input, values, row_ptr, indices, bias, format, weight_shape, stride,
                        padding, dilation, groups):
+        _same_device("sparse_conv2d", "values", values, input=input, row_ptr=row_ptr,
+                     indices=indices, bias=bias)
         spatial = [(size + 2 * pad - dil * (k - 1) - 1) // st + 1 for size, pad, dil, k, st in
                    zip(input.shape[-2:], padding, dilation, weight_shape[-2:], stride)]
         return input.new_empty((*input.shape[:-3], weight_shape[0], *spatial))

@@ -18,9 +18,30 @@ from ..select import nm_candidates, nm_groups, nm_ungroup, select_top, top_n_of_
 from .philox import logistic_noise, uniform
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Exactly ``value``, with the gradient of ``surrogate`` (``value + (s - s.detach())`` would be
+    NaN where the surrogate is infinite, e.g. ``|scores|`` of an infinite score)."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, surrogate: Tensor) -> Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return None, grad
+
+
 def _straight_through(value: Tensor, surrogate: Tensor) -> Tensor:
-    # Exactly `value`, with the gradient of `surrogate`.
-    return value + (surrogate - surrogate.detach())
+    return _StraightThrough.apply(value, surrogate)
+
+
+def _one_element(name: str, t: Tensor) -> Tensor:
+    """A one-element tensor (Smart Rescale's scale, reparam's t) as a 0-dim one, so that it never
+    broadcasts the result to another shape, as the fused ops do."""
+    _validate.tensor(name, t)
+    if t.numel() != 1:
+        raise ValueError(f"{name} must hold exactly one element, got shape {list(t.shape)}")
+    return t.reshape(())
 
 
 def _check_shapes(weight: Tensor, scores: Tensor) -> None:
@@ -31,7 +52,7 @@ def _check_shapes(weight: Tensor, scores: Tensor) -> None:
 
 def _rescaled(out: Tensor, z: Tensor, scale: Optional[Tensor], rescale: str) -> Tensor:
     if rescale == "smart":
-        return out * scale.to(out.dtype)
+        return out * _one_element("scale", scale).to(out.dtype)
     if rescale == "dwr":  # numel / max(kept, 1), differentiable through the kept count
         kept = z.sum()
         return out * (z.numel() / (kept + (kept.detach() == 0).to(kept.dtype)))
@@ -231,7 +252,7 @@ _C2 = math.exp(-1.0)
 
 def reparam_h(weight: Tensor, t: Tensor, power: int = 4) -> Tensor:
     """``h_t(x) = C1 * (exp(-1 / (|t x|^n + 1)) - C2)``, C1 = 1/(1 - e^-1), C2 = e^-1, by autograd."""
-    u = (t.to(weight.dtype) * weight).abs() ** _validate.power(power)
+    u = (_one_element("t", t).to(weight.dtype) * weight).abs() ** _validate.power(power)
     return (torch.exp(-1.0 / (u + 1.0)) - _C2) * (1.0 / (1.0 - _C2))
 
 

@@ -2,7 +2,7 @@
 dataset into a run directory, resume it, report it, compare runs.
 
 Run directory: ``config.json``, ``metrics.csv`` (per epoch), ``final.json`` (final subnetwork),
-``checkpoint.pt`` (resume), ``best.pt`` (best validation epoch), ``subnetwork.pt`` (finalized
+``checkpoint.pt`` (resume), ``best.pt`` (best validation epoch), ``subnetwork.safetensors`` (finalized
 ``state_dict``), ``curves.png``, ``density.png``, ``scores.png``.
 """
 
@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 
 from .config import ConfigError, RunConfig, parse_pairs
 from .finish import finish
-from .metrics import compare_table, format_run, load_runs, pareto_front
+from .metrics import compare_table, describe, format_run, load_runs, pareto_front
 from .training import Log, RunError, echo, resume, start
 
 __all__ = ["ConfigError", "RunConfig", "RunError", "parse_pairs", "train", "resume_run",
@@ -59,6 +59,7 @@ def compare(directories: Iterable[pathlib.Path], plot: Optional[pathlib.Path] = 
     runs = load_runs(directories)
     if plot is not None:
         from .plots import pareto
-        points = [(f["sparsity"]["density"], f["test_acc"]) for _, _, f in runs]
-        pareto(points, [d.name for d, _, _ in runs], pathlib.Path(plot))
+        pareto([{"density": f["sparsity"]["density"], "accuracy": f["test_acc"],
+                 "method": describe(c), "model": f"{c.model} / {c.dataset}"} for _, c, f in runs],
+               pathlib.Path(plot))
     return compare_table(runs, target)

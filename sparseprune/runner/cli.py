@@ -158,6 +158,7 @@ def _train_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Learn sparse subnetworks and run them: "
                      "sparseprune's experiment runner.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {sp.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,report,compare,info}")
     _train_parser(sub)
     p = sub.add_parser("report", help="print a run's results", description="Print a run's "
@@ -285,6 +286,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunError as exc:
         print(f"{PROG} {args.command}: training failed: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # an unwritable --out, a full disk: the file and the reason
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"{PROG} {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         where = getattr(args, "resume", None) or getattr(args, "out", None) or "the run directory"
         print(f"\n{PROG}: interrupted; the last completed epoch is checkpointed: continue with "

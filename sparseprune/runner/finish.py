@@ -19,7 +19,7 @@ from . import methods, plots
 from .metrics import converged_epoch, describe, jsonable, step_stats, write_final
 from .training import Log, Session, echo, evaluate
 
-SUBNETWORK = "subnetwork.pt"
+SUBNETWORK = "subnetwork.safetensors"
 
 
 def finish(s: Session, *, log: Log = echo) -> dict:
@@ -36,7 +36,7 @@ def finish(s: Session, *, log: Log = echo) -> dict:
     masked_acc, _ = evaluate(s.model, s.splits.test)
     subnetwork = sp.finalize(copy.deepcopy(s.model), density=density, scope=c.density_scope)
     test_acc, test_loss = evaluate(subnetwork, s.splits.test)
-    torch.save(subnetwork.state_dict(), d / SUBNETWORK)
+    sp.save(subnetwork, d / SUBNETWORK)  # safetensors, no pickle: sp.load(path) or sp.load(path, model)
 
     layers = sp.masked_layers(s.model)
     title = f"{describe(c)}, {c.model} on {c.dataset}"
@@ -47,7 +47,7 @@ def finish(s: Session, *, log: Log = echo) -> dict:
     if layers:
         plots.score_histogram([layer.method.ranking_scores(layer) for _, layer in layers],
                               [masks[name] for name, _ in layers], d / "scores.png",
-                              f"{title}\nfinal scores")
+                              f"{title}\nfinal scores", xlabel=layers[0][1].method.score_label)
     st.wall_seconds += time.perf_counter() - began
     final = {
         "method": c.method, "label": describe(c), "options": c.options, "model": c.model,

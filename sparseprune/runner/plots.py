@@ -82,12 +82,15 @@ def density_bars(sparsity: dict, path: pathlib.Path, title: str) -> pathlib.Path
 
 
 def score_histogram(scores: list[torch.Tensor], masks: list[torch.Tensor], path: pathlib.Path,
-                    title: str) -> pathlib.Path:
-    """Histogram of all masked layers' ranking scores (e.g. ASLP logits), kept vs pruned."""
+                    title: str, xlabel: str = "score") -> pathlib.Path:
+    """Histogram of all masked layers' ranking scores (the method's ``score_label``), kept vs
+    pruned; the counts in the legend are over every weight, scored or not."""
     plt = _pyplot()
     flat = torch.cat([s.detach().float().reshape(-1).cpu() for s in scores])
     keep = torch.cat([m.reshape(-1).cpu() for m in masks])
+    kept, pruned = int(keep.sum()), int((~keep).sum())
     finite = flat.isfinite()  # a fixed mask ranks its pruned weights -inf: they have no score
+    unscored = int((~finite).sum())
     flat, keep = flat[finite], keep[finite]
     if flat.numel() == 0:
         flat, keep = torch.zeros(1), torch.zeros(1, dtype=torch.bool)
@@ -99,12 +102,13 @@ def score_histogram(scores: list[torch.Tensor], masks: list[torch.Tensor], path:
     kept_counts, edges = torch.histogram(clipped[keep], bins=80, range=(lo, hi))
     pruned_counts, _ = torch.histogram(clipped[~keep], bins=80, range=(lo, hi))
     # Two filled step outlines (pruned stacked on kept): a few polygons, not 160 bar patches.
+    note = f", {unscored:,} without a score" if unscored else ""
     ax.stairs((kept_counts + pruned_counts).numpy(), edges.numpy(), fill=True, color="tab:grey",
-              label=f"pruned ({int((~keep).sum()):,})")
+              label=f"pruned ({pruned:,}{note})")
     ax.stairs(kept_counts.numpy(), edges.numpy(), fill=True, color="tab:blue",
-              label=f"kept ({int(keep.sum()):,})")
+              label=f"kept ({kept:,})")
     ax.set_yscale("log")
-    ax.set_xlabel("score (ranking score of the method; ASLP: logit)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("weights")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
@@ -114,23 +118,42 @@ def score_histogram(scores: list[torch.Tensor], masks: list[torch.Tensor], path:
     return path
 
 
-def pareto(points: list[tuple[float, float]], labels: list[str], path: pathlib.Path,
+MARKERS = "osD^vP*Xh<>"
+
+
+def pareto(runs: list[dict], path: pathlib.Path,
            title: str = "test accuracy vs density") -> pathlib.Path:
-    """Scatter of (density, accuracy) per run, the Pareto front joined by a line."""
+    """Accuracy vs density, one point per run (``density``, ``accuracy``, ``method``,
+    ``model``): colour by method, marker by model, each model's Pareto front ringed (and joined
+    by a dashed line when it has several points); no text on the points."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (d, a), label in zip(points, labels):
-        ax.scatter(100 * d, 100 * a)
-        ax.annotate(label, (100 * d, 100 * a), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
-    front = pareto_front(points)
-    ax.plot([100 * points[i][0] for i in front], [100 * points[i][1] for i in front],
-            color="black", lw=1, ls="--", label="Pareto front")
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in runs:
+        ax.scatter(100 * r["density"], 100 * r["accuracy"],
+                   color=colours(methods.index(r["method"]) % colours.N),
+                   marker=MARKERS[models.index(r["model"]) % len(MARKERS)], s=36, zorder=3)
+    handles = [plt.Line2D([], [], ls="", marker="o", color=colours(i % colours.N), label=m)
+               for i, m in enumerate(methods)]
+    for j, model in enumerate(models):
+        points = [(r["density"], r["accuracy"]) for r in runs if r["model"] == model]
+        handles.append(plt.Line2D([], [], ls="", marker=MARKERS[j % len(MARKERS)],
+                                  color="black", label=model))
+        front = pareto_front(points)
+        xs, ys = [100 * points[i][0] for i in front], [100 * points[i][1] for i in front]
+        ax.scatter(xs, ys, s=130, facecolors="none", edgecolors="black", lw=1, zorder=4)
+        if len(front) >= 2:
+            ax.plot(xs, ys, color="black", lw=1, ls="--", zorder=2)
+    handles.append(plt.Line2D([], [], ls="--", lw=1, marker="o", markersize=10, color="black",
+                              markerfacecolor="none", label="Pareto front of a model"))
     ax.set_xlabel("density (% of weights kept)")
     ax.set_ylabel("test accuracy of the final subnetwork (%)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.92)
+    ax.grid(alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.subplots_adjust(left=0.09, right=0.72, bottom=0.11, top=0.92)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -45,7 +45,7 @@ def echo(message: str) -> None:
     print(message, flush=True)
 
 RUN_FILES = ("config.json", "metrics.csv", "final.json", ckpt.CHECKPOINT, ckpt.BEST,
-             "subnetwork.pt", "curves.png", "density.png", "scores.png")
+             "subnetwork.safetensors", "curves.png", "density.png", "scores.png")
 EVAL_BATCH = 1024
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _validate, methods
-from ..convert import final_masks, masked_layers
+from ..convert import final_masks, kept_count, masked_layers
 from ..methods.hard_concrete import HardConcrete, prob_and_group_norms
 
 __all__ = ["BudgetLoss", "final_densities", "l0_penalty"]
@@ -138,7 +138,9 @@ def final_densities(model: nn.Module, density: Optional[float] = None, *,
     out["rule"] = sum(int(m.sum()) for m in final_masks(model).values()) / total
     if density is not None:
         masks = final_masks(model, density=density, scope=scope)
-        out["exact"] = sum(int(m.sum()) for m in masks.values()) / total
+        # What finalize keeps: a weight whose final scale is 0 (a closed hard-concrete gate) is
+        # pruned even when the top-k selects it.
+        out["exact"] = sum(kept_count(layer, masks[name]) for name, layer in layers) / total
     if all(layer.method.density_role == "learned" for _, layer in layers):
         out["expected"] = float(sum(layer.method.budget_mass(layer).double().cpu()
                                     for _, layer in layers)) / total

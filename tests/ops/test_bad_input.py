@@ -20,7 +20,7 @@ W, S = torch.randn(4, 5), torch.randn(4, 5)
     (lambda: F.aslp_weight(W, torch.randn(5, 4)), ValueError, r"scores must have the weight's shape \[4, 5\], got \[5, 4\]"),
     (lambda: F.aslp_weight(W, S.int()), TypeError, "scores must be float32, float64, bfloat16 or float16, got Int"),
     (lambda: F.aslp_weight(W.long(), S), TypeError, "weight must be float32.*got Long"),
-    (lambda: F.aslp_weight(W, S, temperature=0.0), ValueError, "temperature must be a finite number > 0, got 0.0"),
+    (lambda: F.aslp_weight(W, S, temperature=0.0), ValueError, "temperature must be a finite number in \\[0.001, 1e\\+30\\], got 0.0"),
     (lambda: F.aslp_weight(W, S, temperature=-1), ValueError, "temperature .* got -1"),
     (lambda: F.aslp_weight(W, S, temperature=math.nan), ValueError, "temperature .* got nan"),
     (lambda: F.aslp_weight(W, S, temperature=math.inf), ValueError, "temperature .* got inf"),
@@ -43,7 +43,7 @@ W, S = torch.randn(4, 5), torch.randn(4, 5)
     (lambda: F.masked_conv2d(torch.randn(1, 2, 8, 8), torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3), groups=3), ValueError, "groups must be >= 1 and divide out_channels = 4, got 3"),
     (lambda: ops.aslp_weight(W, S, None, 1.0, torch.tensor([1, 2, 3])), ValueError, r"rng must be a contiguous CPU int64 tensor \[seed, offset\], got Long tensor of shape \[3\]"),
     (lambda: ops.aslp_weight(W, S, None, 1.0, torch.tensor([1.0, 2.0])), ValueError, "rng must be .* got Float"),
-    (lambda: ops.philox_bits(-1, 0, 0), ValueError, "numel must be >= 0, got -1"),
+    (lambda: ops.philox_bits(-1, 0, 0), ValueError, "numel must be in \\[0, 2\\^61\\), got -1"),
 ])
 def test_bad_op_arguments(call, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -62,7 +62,7 @@ def test_nan_scores_in_a_layer_raise():
     (dict(method="nope"), "unknown method 'nope'; available: aslp, edge_popup, .*supermask"),
     (dict(method="aslp", tempreature=2.0), "unknown option\\(s\\) 'tempreature' for method 'aslp'; valid options: temperature"),
     (dict(method="aslp", rescale="dwr2"), "rescale must be one of \\(None, 'smart', 'dwr'\\), got 'dwr2'"),
-    (dict(method="aslp", temperature=0), "temperature must be a finite number > 0, got 0"),
+    (dict(method="aslp", temperature=0), "temperature must be a finite number in \\[0.001, 1e\\+30\\], got 0"),
     (dict(method="aslp", init_logit=math.inf), "init_logit must be a finite number, got inf"),
     (dict(method="aslp", scores_dtype=torch.int32), "scores_dtype must be a floating dtype or None"),
 ])

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+import sparseprune as sp
 from sparseprune.runner import cli
 from sparseprune.runner import data as D
 from sparseprune.runner import training as train_module
+from sparseprune.runner.models import build_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 QUICK = ["--model", "lenet300", "--dataset", "synthetic", "--batch-size", "64", "--no-progress"]
@@ -41,7 +43,7 @@ def test_train_report_compare(tmp_path, capsys):
     assert code == 0, err
     assert "epoch   2/2" in out and "test accuracy of the final subnetwork" in out
     for f in ("config.json", "metrics.csv", "final.json", "checkpoint.pt", "best.pt",
-              "subnetwork.pt", "curves.png", "density.png", "scores.png"):
+              "subnetwork.safetensors", "curves.png", "density.png", "scores.png"):
         assert (a / f).is_file(), f
     final = json.loads((a / "final.json").read_text())
     assert final["epochs_run"] == 2 and final["test_acc"] > 0.3  # 10 classes: chance is 0.1
@@ -57,9 +59,11 @@ def test_train_report_compare(tmp_path, capsys):
     assert {"train_loss", "val_acc", "density", "temperature", "density/classifier.0",
             "lr/scores", "lr/scale"} <= set(header)
     # the finalized subnetwork has exactly the reported number of nonzero weights
-    sub = torch.load(a / "subnetwork.pt", weights_only=True)
+    sub = sp.load(a / "subnetwork.safetensors")  # written by sp.save: no pickle
     assert sum(int(torch.count_nonzero(v)) for k, v in sub.items() if k.endswith("weight")) \
         <= s["kept"]
+    plain = build_model("lenet300", (1, 28, 28), 10)
+    plain.load_state_dict(sub)  # the loading habit works on the saved architecture
 
     code, out, err = run(["train", "--method", "aslp", *QUICK, "--epochs", "1", "--out", b,
                           "--density", "0.1"], capsys)
@@ -106,7 +110,7 @@ def test_every_method_end_to_end_with_option_flags(method, flags, options, tmp_p
             [round(0.3 * layer["total"]) for layer in s["layers"]]
     else:
         assert 0 < s["density"] < 1
-    sub = torch.load(out / "subnetwork.pt", weights_only=True)
+    sub = sp.load(out / "subnetwork.safetensors")
     assert sum(int(torch.count_nonzero(v)) for k, v in sub.items() if k.endswith("weight")) \
         <= s["kept"]
     code, stdout, err = run(["report", out], capsys)

@@ -38,7 +38,8 @@ bool forward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_e
 }
 
 template <Stochastic R, class V, class ST, class WT>
-void backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+bool backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  bool nan_seen = false;
   auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t pos,
                    auto* scale_terms) {
     using F = decltype(lane);
@@ -51,8 +52,10 @@ void backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_
     WT* masked = out<WT>(p.masked, first);
     const W scale(scale_of(p));
     const F inv_tau(p.inv_temperature);
+    auto nan = is_nan(F(0.0f));
     for (int j = 0; j < n; j += Lanes<F>::kWidth) {
       const F sv = IO<F>::load(s + j);
+      nan = nan | is_nan(sv);
       typename Lanes<F>::M keep;
       F slope;
       keep_and_slope<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)), inv_tau, keep, slope);
@@ -65,15 +68,18 @@ void backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_
       if (masked) IO<W>::store(masked + j, masked_weight(keep, wv, scale));
       scale_terms[0].add(pos + j, term);
     }
+    nan_seen = nan_seen || any(nan);
   };
   auto finish = [&](int64_t t, const double* totals) {
     if (p.partials) p.partials[t] = totals[0];
   };
   for_each_philox_tile<V, WT, 1>(p.seed, p.offset, p.numel, tile_begin, tile_end, group, finish);
+  return nan_seen;
 }
 
 template <Stochastic R, class V, class ST, class WT>
-void dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+bool dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  bool nan_seen = false;
   auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t pos,
                    auto* sums) {
     using F = decltype(lane);
@@ -83,21 +89,25 @@ void dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t ti
     const WT* g = in<WT>(p.grad, first);
     float* slopes = p.slopes + first;
     const F inv_tau(p.inv_temperature);
+    auto nan = is_nan(F(0.0f));
     for (int j = 0; j < n; j += Lanes<F>::kWidth) {
       typename Lanes<F>::M keep;
       F slope;
-      keep_and_slope<R>(IO<F>::load(s + j), uniform_open<F>(IO<F>::load_bits(bits + j)), inv_tau,
-                        keep, slope);
+      const F sv = IO<F>::load(s + j);
+      nan = nan | is_nan(sv);
+      keep_and_slope<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)), inv_tau, keep, slope);
       IO<F>::store(slopes + j, pack_slope(slope, keep));
       sums[0].add(pos + j, select(keep, IO<W>::load(w + j) * IO<W>::load(g + j), W(0.0f)));
       sums[1].add(pos + j, select(keep, W(1.0f), W(0.0f)));
     }
+    nan_seen = nan_seen || any(nan);
   };
   auto finish = [&](int64_t t, const double* totals) {
     p.partials[2 * t] = totals[0];
     p.partials[2 * t + 1] = totals[1];
   };
   for_each_philox_tile<V, WT, 2>(p.seed, p.offset, p.numel, tile_begin, tile_end, group, finish);
+  return nan_seen;
 }
 
 // Pass 2 needs no noise: a plain elementwise loop, vector lanes then one-lane tail.
@@ -139,8 +149,8 @@ void dwr_finish_tiles(const StochasticParams& p, int64_t tile_begin, int64_t til
 }  // namespace
 
 SP_STOCHASTIC_ENTRY(run_stochastic_forward, forward_tiles, bool)
-SP_STOCHASTIC_ENTRY(run_stochastic_backward, backward_tiles, void)
-SP_STOCHASTIC_ENTRY(run_dwr_collect, dwr_collect_tiles, void)
+SP_STOCHASTIC_ENTRY(run_stochastic_backward, backward_tiles, bool)
+SP_STOCHASTIC_ENTRY(run_dwr_collect, dwr_collect_tiles, bool)
 
 void run_dwr_finish(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
   visit_dtypes(p.score_dtype, p.weight_dtype, [&](auto* st, auto* wt) {

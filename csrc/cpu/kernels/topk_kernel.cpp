@@ -145,9 +145,9 @@ bool run_topk_forward(const TopkParams& p, int64_t tile_begin, int64_t tile_end)
   });
 }
 
-void run_topk_backward(const TopkParams& p, int64_t tile_begin, int64_t tile_end) {
-  visit(p, [&](auto* v, auto* st, auto* wt) {
-    apply_tiles<true, std::remove_pointer_t<decltype(v)>, std::remove_pointer_t<decltype(st)>,
+bool run_topk_backward(const TopkParams& p, int64_t tile_begin, int64_t tile_end) {
+  return visit(p, [&](auto* v, auto* st, auto* wt) {
+    return apply_tiles<true, std::remove_pointer_t<decltype(v)>, std::remove_pointer_t<decltype(st)>,
                 std::remove_pointer_t<decltype(wt)>>(p, tile_begin, tile_end);
   });
 }

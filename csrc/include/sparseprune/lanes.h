@@ -90,6 +90,7 @@ SP_HD float select(bool m, float a, float b) { return m ? a : b; }
 SP_HD uint32_t select(bool m, uint32_t a, uint32_t b) { return m ? a : b; }
 SP_HD double select(bool m, double a, double b) { return m ? a : b; }
 SP_HD bool is_nan(float x) { return x != x; }
+SP_HD bool is_nan(double x) { return x != x; }
 SP_HD bool any(bool m) { return m; }
 SP_HD bool all(bool m) { return m; }
 
