@@ -88,8 +88,8 @@ def learned_2to4(model, **options):
 
 def maskllm_style(model):
     """MaskLLM's layer in plain PyTorch, with the same logits, at MaskLLM's first step (soft mode,
-    tau 4, kappa 100)."""
-    return reference.nm_paper_copy(learned_2to4(model))
+    its default, tau 4, kappa 100)."""
+    return reference.nm_paper_copy(learned_2to4(model, hard=False))
 
 
 def aslp_unstructured(model):

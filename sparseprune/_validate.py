@@ -208,7 +208,7 @@ def mask_options(method_name: str, scale, rescale, density_value) -> tuple[str, 
     return method_name, rescale or "none", 1.0
 
 
-def is_nm(method_name: str, pattern) -> bool:
+def nm_call(method_name: str, pattern) -> bool:
     """Whether a fused-op call is an N:M one: an N:M method, or a mask method with a pattern
     (a pattern with another method is a ValueError)."""
     if method_name in NM_METHODS or (pattern is not None and method_name in NM_ALIASES):

@@ -104,7 +104,7 @@ def masked_weight(weight: Tensor, scores: Optional[Tensor], scale: Optional[Tens
     draw from ``generator``: the masked layers pass their own noise stream. Likewise ``schedule``
     (a CPU float64 ``[temperature, logit_scale]``) replaces those two for nm_gumbel: a layer's
     scheduled values, which torch.compile then does not specialise on."""
-    if _validate.is_nm(method, pattern):
+    if _validate.nm_call(method, pattern):
         _validate.tensors({"weight": weight}, {"scale": scale})
         nm = _Nm(method, pattern, scale, rescale, density, temperature, logit_scale, hard, decay,
                  generator, rng, schedule)
@@ -167,7 +167,7 @@ def masked_linear(input: Tensor, weight: Tensor, scores: Optional[Tensor],
     fused pass that computes the score gradients. Under ``torch.autocast`` the GEMM runs in the
     autocast dtype.
     """
-    if _validate.is_nm(method, pattern):
+    if _validate.nm_call(method, pattern):
         _validate.tensors({"input": input, "weight": weight}, {"bias": bias, "scale": scale})
         nm = _Nm(method, pattern, scale, rescale, density, temperature, logit_scale, hard, decay,
                  generator, rng, schedule)
@@ -198,7 +198,7 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Optional[Tensor],
     each kernel tap) comes from its own op and the convolution is ATen's: two ops, and the
     convolution saves the masked weight for its backward.
     """
-    if _validate.is_nm(method, pattern):
+    if _validate.nm_call(method, pattern):
         _validate.tensors({"input": input, "weight": weight}, {"bias": bias, "scale": scale})
         nm = _Nm(method, pattern, scale, rescale, density, temperature, logit_scale, hard, decay,
                  generator, rng, schedule)

@@ -112,7 +112,7 @@ def masked_linear(input: Tensor, weight: Tensor, scores: Optional[Tensor],
                   decay: Optional[float] = None,
                   generator: Optional[torch.Generator] = None) -> Tensor:
     """Reference for :func:`sparseprune.functional.masked_linear`."""
-    if _validate.is_nm(method, pattern):
+    if _validate.nm_call(method, pattern):
         masked = _nm_functional(method, weight, scores, scale, rescale, density, pattern,
                                 temperature, logit_scale, hard, decay, generator)
     else:
@@ -131,7 +131,7 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Optional[Tensor],
                   generator: Optional[torch.Generator] = None) -> Tensor:
     """Reference for :func:`sparseprune.functional.masked_conv2d`."""
     input, stride, padding, dilation = _validate.conv_args(input, weight, stride, padding, dilation)
-    if _validate.is_nm(method, pattern):
+    if _validate.nm_call(method, pattern):
         masked = _nm_functional(method, weight, scores, scale, rescale, density, pattern,
                                 temperature, logit_scale, hard, decay, generator)
     else:
