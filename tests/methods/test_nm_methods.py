@@ -194,7 +194,8 @@ def test_finalize_with_a_density_is_an_error_for_a_pattern_model():
     with pytest.raises(ValueError, match=r"finalize: layer '0' has an N:M pattern \(2:4\).*"
                                          r"without density="):
         sp.finalize(model, density=0.3)
-    with pytest.raises(ValueError, match="whose density is not learned"):
+    with pytest.raises(TypeError, match=r"layer '0' has an N:M pattern \(2:4\), which fixes its "
+                                        r"density at 0.5"):
         sp.budget.BudgetLoss(model, 0.5)
     with pytest.raises(TypeError, match="density of an N:M pattern is fixed"):
         model[0].method.budget_mass(model[0])
