@@ -169,7 +169,7 @@ def step_fn(model, opt, batch, target):
 
 # ---- T14: step times ------------------------------------------------------------------------------
 
-def steps(rounds: int) -> dict:
+def steps(rounds: int, only: list[str] | None = None) -> dict:
     import common
     teacher, tokenizer = minilm.load()
     train, _ = text.split(text.sentences())
@@ -178,6 +178,8 @@ def steps(rounds: int) -> dict:
         target = minilm.embed(teacher, batch)
     fns, masked = {}, 0
     for name, make in STEP_VARIANTS.items():
+        if only and name not in only and name != "dense fine-tune":
+            continue
         torch.manual_seed(0)
         model = make(frozen_copy(teacher)).train()
         fns[name] = step_fn(model, optimizer(model), batch, target)
@@ -189,7 +191,7 @@ def steps(rounds: int) -> dict:
     out = {"batch": BATCH, "tokens": TOKENS, "threads": torch.get_num_threads(),
            "masked_weights": masked, "rounds": rounds, "load_before": os.getloadavg(),
            "machine": common.machine(), "variants": {}}
-    for name in STEP_VARIANTS:
+    for name in fns:
         out["variants"][name] = {"step_s": times[name], "spread_s": times[name + "_spread"],
                                  "vs_dense": times[name] / base}
     fused, ref = (out["variants"][k]["step_s"] for k in
@@ -243,11 +245,13 @@ def _memory_child(name: str) -> dict:
     return {"variant": name, "extra_peak_bytes": _peak() - before}
 
 
-def memory() -> dict:
+def memory(only: list[str] | None = None) -> dict:
     env = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.mmap_threshold=131072:"
                "glibc.malloc.trim_threshold=131072")
     out = {"allocator": env["GLIBC_TUNABLES"], "variants": {}}
     for name in MEMORY_VARIANTS:
+        if only and name not in only and name != "dense fine-tune":
+            continue
         proc = subprocess.run([sys.executable, __file__, "--memory-child", name],
                               capture_output=True, text=True, env=env)
         if proc.returncode:
@@ -398,21 +402,25 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--heldout", type=int, default=1024)
-    parser.add_argument("--only", action="append", help="quality: only these variants")
+    parser.add_argument("--only", action="append", help="only these variants (and the dense baseline)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = RESULTS / "nm_minilm.json"
     results = json.loads(path.read_text()) if path.exists() else {}
+    computed = ("steps", "memory", "quality") if args.part == "all" else (args.part,)
     if args.part in ("steps", "all"):
-        results["steps"] = steps(args.rounds)
+        results["steps"] = steps(args.rounds, args.only)
     if args.part in ("memory", "all"):
-        results["memory"] = memory()
+        results["memory"] = memory(args.only)
     if args.part in ("quality", "all"):
         previous = results.get("quality", {}).get("variants", {}) if args.only else {}
         results["quality"] = quality(args.minutes, args.batch, args.heldout, args.only)
         results["quality"]["variants"] = {**previous, **results["quality"]["variants"]}
     import common
+    # Parts run in separate processes may finish in any order: keep the others' latest results.
+    latest = json.loads(path.read_text()) if path.exists() else {}
+    results = {**latest, **{k: v for k, v in results.items() if k in computed}}
     common.save_results(RESULTS, "nm_minilm", results, markdown(results), README, MARKERS)
 
 

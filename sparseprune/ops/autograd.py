@@ -81,7 +81,7 @@ def _refuse_double_backward(name: str) -> None:
 
 if _ext.available():
     for _name in ("masked_weight", "masked_linear", "masked_conv2d", "reparam_weight",
-                  "hard_concrete_sample"):
+                  "hard_concrete_sample", "nm_masked_weight", "nm_masked_linear"):
         _refuse_double_backward(_name)
     _register_reparam()
     # masked_weight(weight, scores, scale, method, rescale, temperature, density, rng)

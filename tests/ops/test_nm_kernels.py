@@ -396,3 +396,19 @@ def test_empty_and_non_contiguous_inputs(isa):
     a = F.nm_gumbel_weight(w, logits, rng=rng)
     b = F.nm_gumbel_weight(w.contiguous(), logits, rng=rng)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("op,method", [("nm_masked_weight", "nm_gumbel"),
+                                       ("nm_masked_linear", "srste")])
+def test_double_backward_raises_clearly(op, method):
+    """The fused backward has no derivatives of its own: a second backward is an error naming the
+    op, never a silently wrong value (as the other fused ops, tests/ops/test_hardening.py)."""
+    w = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    if op == "nm_masked_weight":
+        out = F.nm_gumbel_weight(w, logits_for((6, 8), "2:4"), rng=rng_state(1, 2))
+    else:
+        out = F.masked_linear(x, w, None, method=method, pattern="2:4")
+    g, = torch.autograd.grad(out.square().sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match=f"sparseprune::{op} does not support double backward"):
+        torch.autograd.grad(g.square().sum(), w)
