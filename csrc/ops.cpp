@@ -60,6 +60,27 @@ TORCH_LIBRARY(sparseprune, m) {
   m.def(
       "hard_concrete_sample_backward(Tensor grad, Tensor log_alpha, float beta, float gamma, "
       "float zeta, Tensor rng, bool[1] output_mask) -> Tensor");
+  // N:M pattern masks (include/sparseprune/nm.h, docs/METHODS.md 13): n kept of every m weights
+  // along dimension 1 (the input). method "nm_gumbel": scores are the (groups, C(m, n)) pattern
+  // logits, a sampled pattern per group (hard, or MaskLLM's soft mask), scale (Smart Rescale);
+  // "nm_topk": weight-shaped scores, the top n |s|; "srste": the top n |w|, decay (lambda_w) in
+  // the weight gradient, scores unused. schedule: a CPU float64 tensor [temperature, logit_scale]
+  // (kappa), a tensor like rng so that torch.compile does not specialise on the values a training
+  // schedule changes every step.
+  m.def(
+      "nm_masked_weight(Tensor weight, Tensor scores, Tensor? scale, str method, int n, int m, "
+      "Tensor schedule, bool hard, float decay, Tensor rng) -> Tensor");
+  m.def(
+      "nm_masked_weight_backward(Tensor grad, Tensor weight, Tensor scores, Tensor? scale, "
+      "str method, int n, int m, Tensor schedule, bool hard, float decay, Tensor rng, "
+      "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "nm_masked_linear(Tensor input, Tensor weight, Tensor scores, Tensor? bias, Tensor? scale, "
+      "str method, int n, int m, Tensor schedule, bool hard, float decay, Tensor rng) -> Tensor");
+  m.def(
+      "nm_masked_linear_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor scores, "
+      "Tensor? scale, str method, int n, int m, Tensor schedule, bool hard, float decay, "
+      "Tensor rng, bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The random stream itself: raw Philox words (int32 bit patterns) and logistic noise.
   m.def("philox_bits(int numel, int seed, int offset, Device device) -> Tensor");
   m.def("logistic_noise(int numel, int seed, int offset, Device device) -> Tensor");

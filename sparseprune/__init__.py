@@ -23,7 +23,7 @@ from .ops import rng  # noqa: E402
 from .ops._ext import (ExtensionError, build_info, compiled_cpu_isas, cpu_isa,  # noqa: E402
                        set_cpu_isa, supported_cpu_isas)
 from .convert import (convert, final_masks, finalize, mask_parameters,  # noqa: E402
-                      masked_layers, param_groups, sampled_masks)
+                      masked_layers, param_groups, sampled_masks, set_progress)
 from .report import Report, sparsity_report  # noqa: E402
 from .methods import sensitivity  # noqa: E402
 from .training import budget, distributed, schedules  # noqa: E402
@@ -36,5 +36,5 @@ __all__ = [
     "masked_layers", "param_groups", "sampled_masks", "sparsity_report", "Report", "functional", "methods",
     "nn", "ops", "reference", "budget", "sensitivity", "cpu_isa", "set_cpu_isa", "compiled_cpu_isas",
     "supported_cpu_isas", "build_info", "ExtensionError", "__version__", "to_sparse", "save", "load",
-    "schedules", "rng", "distributed",
+    "schedules", "rng", "distributed", "set_progress",
 ]

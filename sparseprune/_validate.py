@@ -20,6 +20,11 @@ IntPair = Union[int, Sequence[int]]
 
 # Methods whose per-weight mask work is fused into masked_weight / masked_linear / masked_conv2d.
 FUSED_METHODS = ("aslp", "supermask", "edge_popup")
+# The N:M fused methods (nm_masked_weight / nm_masked_linear), and the mask methods a pattern turns
+# into one of them ("aslp" with a pattern is "nm_gumbel", "edge_popup" is "nm_topk").
+NM_METHODS = ("nm_gumbel", "nm_topk", "srste")
+NM_ALIASES = {"aslp": "nm_gumbel", "edge_popup": "nm_topk"}
+SRSTE_DECAY = 2e-4  # SR-STE's lambda_w (docs/METHODS.md 13.4)
 RESCALES = (None, "smart", "dwr")
 # Where a density applies: over all layers together ("global") or in each ("local").
 SCOPES = ("global", "local")
@@ -69,7 +74,9 @@ def finite_number(name: str, value, *, minimum: Optional[float] = None,
     """A finite real number, optionally >= minimum (> minimum when strict)."""
     if not is_number(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    bad = not math.isfinite(value) or (minimum is not None and (
+    # value - value == 0 is math.isfinite(value) written with arithmetic, which torch.compile
+    # traces for a float that changes between calls (a scheduled temperature) without a break.
+    bad = not value - value == 0 or (minimum is not None and (
         value <= minimum if strict else value < minimum))
     if bad:
         bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
@@ -228,6 +235,66 @@ def mask_options(method_name: str, scale, rescale, density_value) -> tuple[str, 
     if density_value is not None:
         raise ValueError(f"density applies to edge_popup, not {method_name}, got {density_value!r}")
     return method_name, rescale or "none", 1.0
+
+
+def nm_call(method_name: str, pattern) -> bool:
+    """Whether a fused-op call is an N:M one: an N:M method, or a mask method with a pattern
+    (a pattern with another method is a ValueError)."""
+    if method_name in NM_METHODS or (pattern is not None and method_name in NM_ALIASES):
+        return True
+    if pattern is not None:
+        raise ValueError(f"pattern applies to {', '.join(NM_ALIASES)} and "
+                         f"{', '.join(NM_METHODS)}, not {method_name!r}")
+    return False
+
+
+def nm_options(method_name: str, nm_pattern, scale, rescale, density_value, logit_scale, hard,
+               decay) -> tuple[str, int, int, float, bool, float]:
+    """Validates an N:M call's options; returns (method, n, m, logit_scale, hard, decay) as the
+    ops take them. ``pattern`` is required; a scale means Smart Rescale (nm_gumbel only); the
+    density is fixed by the pattern."""
+    method_name = NM_ALIASES.get(method_name, method_name)
+    if method_name not in NM_METHODS:
+        raise ValueError(f"method must be one of {', '.join(NM_METHODS)} (or aslp / edge_popup "
+                         f"with a pattern), got {method_name!r}")
+    if nm_pattern is None:
+        raise ValueError(f"method {method_name!r} needs a pattern, e.g. pattern='2:4'")
+    n, m = pattern(nm_pattern)
+    if density_value is not None:
+        raise ValueError(f"density is fixed by the pattern {nm_pattern!r} (N/M = {n / m:g}); "
+                         f"leave density unset, got {density_value!r}")
+    if scale is not None and rescale is None:
+        rescale = "smart"
+    if method_name == "nm_gumbel":
+        choice("rescale", rescale, (None, "smart"))
+        if (rescale == "smart") != (scale is not None):
+            raise ValueError("scale (the Smart Rescale scalar) goes with rescale='smart' and only "
+                             f"with it, got rescale={rescale!r} and "
+                             f"{'a' if scale is not None else 'no'} scale")
+    elif rescale is not None or scale is not None:
+        raise ValueError(f"rescale applies to nm_gumbel (aslp with a pattern), not "
+                         f"{method_name}, got rescale={rescale!r}")
+    logit_scale = finite_number("logit_scale", logit_scale, minimum=0.0, strict=True)
+    if not isinstance(hard, bool):
+        raise TypeError(f"hard must be a bool, got {type(hard).__name__}")
+    if method_name != "srste" and decay is not None:
+        raise ValueError(f"decay applies to srste, not {method_name}, got {decay!r}")
+    decay = finite_number("decay", SRSTE_DECAY if decay is None else decay, minimum=0.0)
+    return method_name, n, m, logit_scale, hard, decay
+
+
+def schedule(name: str, value) -> tuple[float, float]:
+    """A positive finite number or a ``(start, end)`` pair of them (a schedule linear in the
+    training progress), as ``(start, end)``."""
+    pair_ = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair_) != 2:
+        raise ValueError(f"{name} must be a number > 0 or a (start, end) pair, got {value!r}")
+    return tuple(finite_number(name, v, minimum=0.0, strict=True) for v in pair_)
+
+
+def progress(value) -> float:
+    """The fraction of training done, in [0, 1]."""
+    return number_in("progress", value, 0.0, 1.0)
 
 
 def input_shape(value: Any) -> Optional[tuple[int, ...]]:

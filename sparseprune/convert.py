@@ -13,7 +13,7 @@ import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune.remove)
 from torch import Tensor, nn
 
 from . import _validate
-from .methods import Recipe
+from .methods import MaskMethod, Recipe, create
 from .nn.coverage import KINDS, Kind, kind_of, uncovered_weights
 from .nn.masked import MaskedLayer
 from .nn.sharded import fsdp_modules, gathered
@@ -104,7 +104,9 @@ def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
     being excluded are named in a UserWarning. A layer pruned with ``torch.nn.utils.prune`` is
     imported by the ``"fixed"`` method (its mask becomes the layer's); other methods ask for
     ``prune.remove`` first. Returns the model (a new module only when ``model`` itself is a single
-    layer). Raises ValueError when nothing matches.
+    layer). Raises ValueError when nothing matches, and, before changing anything, when a layer
+    cannot take the method (e.g. ``pattern="2:4"`` on a layer whose input size is not a multiple
+    of 4: the message names the layer; leave it dense with ``exclude=``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -119,6 +121,11 @@ def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
         raise ValueError("convert: no layer of a covered kind matched "
                          f"({', '.join(k.name for k in KINDS)}; include={include!r}, "
                          f"exclude={exclude!r})")
+    # Every layer must suit the method (e.g. an N:M pattern's group size) before anything changes.
+    probe = method if isinstance(method, MaskMethod) else create(method, **method_options)
+    for name, module in targets:
+        kind = kind_of(module)
+        probe.check_layer(name, tuple(kind.weight(module).shape), kind.masked.input_dim)
     imported = {}
     for name, module in targets:
         if _torch_pruned(module):
@@ -134,6 +141,7 @@ def convert(model: nn.Module, method: str = "aslp", *, include: Filter = None,
                for p in m.parameters()}
     for name, module in targets:
         masked = kind_of(module).masked.from_dense(module, method, **method_options)
+        masked.method.bind(name, masked)
         if name in imported:
             masked.method.set_mask(masked, imported[name].to(masked.weight.device))
         model = replace_module(model, name, masked)
@@ -212,6 +220,23 @@ def sampled_masks(model: nn.Module) -> Iterator[nn.Module]:
             m.sample_in_eval = value
 
 
+def set_progress(model: nn.Module, fraction: float) -> nn.Module:
+    """Tell every masked layer how far training has got (``fraction`` in [0, 1], e.g.
+    ``step / total_steps``), for the options a method schedules over training: the learned N:M
+    masks' ``temperature`` and ``logit_scale`` pairs ``(start, end)`` are linear in it (MaskLLM's
+    schedules). Call it every step (a plain attribute, not saved in ``state_dict``: call it again
+    after loading). Methods without schedules ignore it. Returns the model::
+
+        for step, batch in enumerate(loader):
+            sp.set_progress(model, step / total_steps)
+            ...
+    """
+    fraction = _validate.progress(fraction)
+    for _, layer in masked_layers(model):
+        layer.method.set_progress(layer, fraction)
+    return model
+
+
 @torch.no_grad()
 def final_masks(model: nn.Module, *, density: Optional[float] = None,
                 scope: str = "global", min_layer_density: float = 0.0) -> dict[str, torch.Tensor]:
@@ -228,6 +253,14 @@ def final_masks(model: nn.Module, *, density: Optional[float] = None,
     every whole mask), so the masks and the global top-k are the unsharded model's.
     """
     scope = _validate.scope(scope)
+    for name, layer in masked_layers(model) if density is not None else ():
+        pattern = layer.method.pattern
+        if pattern is not None:
+            raise ValueError(
+                f"finalize: layer {name!r} has an N:M pattern ({pattern[0]}:{pattern[1]}), "
+                f"which fixes its density (N/M = {pattern[0] / pattern[1]:g}); call "
+                f"finalize(model) without density= (it keeps exactly {pattern[0]} of every "
+                f"{pattern[1]}), got density={density!r}")
     min_layer_density = _validate.number_in("min_layer_density", min_layer_density, 0.0, 1.0)
     with gathered(model):
         layers = masked_layers(model)

@@ -8,6 +8,14 @@ drawing the same pair.
 Rescaling (``rescale=``): ``"smart"`` multiplies the masked weight by a learned per-layer scalar
 ``scale`` (Smart Rescale, ASLP); ``"dwr"`` by ``numel / max(kept, 1)`` recomputed from every
 sampled mask, with its gradient (Dynamic Weight Rescaling, Supermask).
+
+N:M patterns (``pattern="N:M"``, docs/METHODS.md 13): N kept of every M consecutive weights along
+the input dimension (dimension 1: a Linear's ``in_features``; a convolution's input channels at
+each kernel tap). The N:M methods are ``"nm_gumbel"`` (``"aslp"`` with a pattern: learned logits
+over the C(M, N) candidate patterns of each group, :func:`nm_gumbel_weight`), ``"nm_topk"``
+(``"edge_popup"`` with a pattern, :func:`nm_topk_weight`) and ``"srste"``
+(:func:`srste_weight`); :func:`masked_weight`, :func:`masked_linear` and :func:`masked_conv2d`
+take them with the same keywords.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from . import _validate, ops
 from .ops.rng import next_rng
 
 __all__ = ["masked_weight", "aslp_weight", "supermask_weight", "edge_popup_weight", "masked_linear",
-           "masked_conv2d", "reparam_weight", "hard_concrete_sample", "hard_concrete_gate",
+           "masked_conv2d", "nm_gumbel_weight", "nm_topk_weight", "srste_weight", "reparam_weight", "hard_concrete_sample", "hard_concrete_gate",
            "hard_concrete_nonzero_probability"]
 
 _NO_RNG = torch.zeros(2, dtype=torch.int64)  # Edge-Popup is deterministic
@@ -31,7 +39,7 @@ _NO_RNG = torch.zeros(2, dtype=torch.int64)  # Edge-Popup is deterministic
 def _rng(method: str, generator: Optional[torch.Generator], rng: Optional[Tensor]) -> Tensor:
     """The op's ``[seed, offset]``: ``rng`` as given (a layer's own stream), else a fresh pair
     drawn from ``generator``."""
-    if method == "edge_popup":
+    if method in ("edge_popup", "nm_topk", "srste"):
         return _NO_RNG
     if rng is None:
         return next_rng(generator)
@@ -59,14 +67,48 @@ def _autocast(input: Tensor, weight: Tensor, bias: Optional[Tensor]):
     return (input.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
 
 
-def masked_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor] = None, *,
+class _Nm:
+    """An N:M call's validated arguments, as the N:M ops take them."""
+
+    def __init__(self, method, pattern, scale, rescale, density, temperature, logit_scale, hard,
+                 decay, generator, rng, schedule):
+        (self.method, self.n, self.m, kappa, self.hard,
+         self.decay) = _validate.nm_options(method, pattern, scale, rescale, density, logit_scale,
+                                            hard, decay)
+        if schedule is None:
+            schedule = torch.tensor([_validate.temperature(temperature), kappa],
+                                    dtype=torch.float64)
+        self.schedule = _validate.tensor("schedule", schedule)
+        self.rng = _rng(self.method, generator, rng)
+
+    def scores(self, weight: Tensor, scores: Optional[Tensor]) -> Tensor:
+        if self.method == "srste":
+            return weight.new_empty(0)  # the weight ranks itself
+        return _validate.tensor("scores", scores)
+
+    def args(self) -> tuple:
+        return (self.method, self.n, self.m, self.schedule, self.hard, self.decay, self.rng)
+
+
+def masked_weight(weight: Tensor, scores: Optional[Tensor], scale: Optional[Tensor] = None, *,
                   method: str = "aslp", rescale: Optional[str] = None, temperature: float = 1.0,
-                  density: Optional[float] = None, generator: Optional[torch.Generator] = None,
-                  rng: Optional[Tensor] = None) -> Tensor:
-    """The masked weight of any fused ``method`` ("aslp", "supermask", "edge_popup"), with the
-    options of :func:`aslp_weight`, :func:`supermask_weight` and :func:`edge_popup_weight`.
+                  density: Optional[float] = None, pattern: Optional[str] = None,
+                  logit_scale: float = 1.0, hard: bool = True, decay: Optional[float] = None,
+                  generator: Optional[torch.Generator] = None, rng: Optional[Tensor] = None,
+                  schedule: Optional[Tensor] = None) -> Tensor:
+    """The masked weight of any fused ``method`` ("aslp", "supermask", "edge_popup"; with a
+    ``pattern``, or "nm_gumbel", "nm_topk", "srste": N:M), with the options of
+    :func:`aslp_weight`, :func:`supermask_weight`, :func:`edge_popup_weight`,
+    :func:`nm_gumbel_weight`, :func:`nm_topk_weight` and :func:`srste_weight`.
     ``rng`` (a CPU int64 ``[seed, offset]``, see :func:`sparseprune.rng.rng_state`) replaces the
-    draw from ``generator``: the masked layers pass their own noise stream."""
+    draw from ``generator``: the masked layers pass their own noise stream. Likewise ``schedule``
+    (a CPU float64 ``[temperature, logit_scale]``) replaces those two for nm_gumbel: a layer's
+    scheduled values, which torch.compile then does not specialise on."""
+    if _validate.nm_call(method, pattern):
+        _validate.tensors({"weight": weight}, {"scale": scale})
+        nm = _Nm(method, pattern, scale, rescale, density, temperature, logit_scale, hard, decay,
+                 generator, rng, schedule)
+        return ops.nm_masked_weight(weight, nm.scores(weight, scores), _scale(scale), *nm.args())
     _validate.tensors({"weight": weight, "scores": scores}, {"scale": scale})
     tau = _validate.temperature(temperature)
     method, rescale, density = _validate.mask_options(method, scale, rescale, density)
@@ -110,19 +152,28 @@ def edge_popup_weight(weight: Tensor, scores: Tensor, *, density: float) -> Tens
     return masked_weight(weight, scores, method="edge_popup", density=density)
 
 
-def masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor] = None, *,
-                  method: str = "aslp", scale: Optional[Tensor] = None,
-                  rescale: Optional[str] = None, temperature: float = 1.0,
-                  density: Optional[float] = None,
-                  generator: Optional[torch.Generator] = None,
-                  rng: Optional[Tensor] = None) -> Tensor:
+def masked_linear(input: Tensor, weight: Tensor, scores: Optional[Tensor],
+                  bias: Optional[Tensor] = None, *, method: str = "aslp",
+                  scale: Optional[Tensor] = None, rescale: Optional[str] = None,
+                  temperature: float = 1.0, density: Optional[float] = None,
+                  pattern: Optional[str] = None, logit_scale: float = 1.0, hard: bool = True,
+                  decay: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                  rng: Optional[Tensor] = None, schedule: Optional[Tensor] = None) -> Tensor:
     """``F.linear(input, masked_weight, bias)`` in one op each way, for any fused ``method``
-    ("aslp", "supermask", "edge_popup"; see the ``*_weight`` functions for each one's options).
+    ("aslp", "supermask", "edge_popup", and with ``pattern`` the N:M methods; see the ``*_weight``
+    functions for each one's options).
 
     The masked weight is a transient: backward regenerates it from the saved ``rng`` in the same
     fused pass that computes the score gradients. Under ``torch.autocast`` the GEMM runs in the
     autocast dtype.
     """
+    if _validate.nm_call(method, pattern):
+        _validate.tensors({"input": input, "weight": weight}, {"bias": bias, "scale": scale})
+        nm = _Nm(method, pattern, scale, rescale, density, temperature, logit_scale, hard, decay,
+                 generator, rng, schedule)
+        input, weight, bias = _autocast(input, weight, bias)
+        return ops.nm_masked_linear(input, weight, nm.scores(weight, scores), bias, _scale(scale),
+                                    *nm.args())
     _validate.tensors({"input": input, "weight": weight, "scores": scores},
                       {"bias": bias, "scale": scale})
     tau = _validate.temperature(temperature)
@@ -132,17 +183,30 @@ def masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
                              density, _rng(method, generator, rng))
 
 
-def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor] = None,
-                  stride: _validate.IntPair = 1, padding: _validate.IntPair | str = 0,
-                  dilation: _validate.IntPair = 1, groups: int = 1, *, method: str = "aslp",
-                  scale: Optional[Tensor] = None, rescale: Optional[str] = None,
-                  temperature: float = 1.0, density: Optional[float] = None,
-                  generator: Optional[torch.Generator] = None,
-                  rng: Optional[Tensor] = None) -> Tensor:
+def masked_conv2d(input: Tensor, weight: Tensor, scores: Optional[Tensor],
+                  bias: Optional[Tensor] = None, stride: _validate.IntPair = 1,
+                  padding: _validate.IntPair | str = 0, dilation: _validate.IntPair = 1,
+                  groups: int = 1, *, method: str = "aslp", scale: Optional[Tensor] = None,
+                  rescale: Optional[str] = None, temperature: float = 1.0,
+                  density: Optional[float] = None, pattern: Optional[str] = None,
+                  logit_scale: float = 1.0, hard: bool = True, decay: Optional[float] = None,
+                  generator: Optional[torch.Generator] = None, rng: Optional[Tensor] = None,
+                  schedule: Optional[Tensor] = None) -> Tensor:
     """``F.conv2d(input, masked_weight, bias, stride, padding, dilation, groups)`` in one op each
     way; arguments follow ``torch.nn.functional.conv2d`` (including ``padding="same"``) and
-    :func:`masked_linear`.
+    :func:`masked_linear`. With an N:M method the masked weight (groups of M input channels at
+    each kernel tap) comes from its own op and the convolution is ATen's: two ops, and the
+    convolution saves the masked weight for its backward.
     """
+    if _validate.nm_call(method, pattern):
+        _validate.tensors({"input": input, "weight": weight}, {"bias": bias, "scale": scale})
+        nm = _Nm(method, pattern, scale, rescale, density, temperature, logit_scale, hard, decay,
+                 generator, rng, schedule)
+        input, stride, padding, dilation = _validate.conv_args(input, weight, stride, padding,
+                                                               dilation)
+        input, weight, bias = _autocast(input, weight, bias)
+        masked = ops.nm_masked_weight(weight, nm.scores(weight, scores), _scale(scale), *nm.args())
+        return torch.nn.functional.conv2d(input, masked, bias, stride, padding, dilation, groups)
     _validate.tensors({"input": input, "weight": weight, "scores": scores},
                       {"bias": bias, "scale": scale})
     tau = _validate.temperature(temperature)
@@ -151,6 +215,42 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
     input, weight, bias = _autocast(input, weight, bias)
     return ops.masked_conv2d(input, weight, scores, bias, _scale(scale), stride, padding, dilation,
                              groups, method, rescale, tau, density, _rng(method, generator, rng))
+
+
+def nm_gumbel_weight(weight: Tensor, logits: Tensor, scale: Optional[Tensor] = None, *,
+                     pattern: str = "2:4", temperature: float = 1.0, logit_scale: float = 1.0,
+                     hard: bool = True, generator: Optional[torch.Generator] = None,
+                     rng: Optional[Tensor] = None, schedule: Optional[Tensor] = None) -> Tensor:
+    """Learned N:M masks (MaskLLM's categorical Gumbel-softmax, fused; docs/METHODS.md 13.2):
+    ``scale * weight * m`` with, per group g of M consecutive input weights, ``m = P[k*]``,
+    ``k* = argmax_k (logit_scale * logits[g, k] + G[g, k])`` over the C(M, N) candidate patterns
+    (rows of ``sparseprune.select.nm_candidates(N, M)``, itertools.combinations order; ties to
+    the lower k): exactly N of every M kept. G is Gumbel noise ``-log(-log u)`` of the fresh
+    ``[seed, offset]`` (Philox element ``g * C + k``). ``logits`` has shape ``(groups, C)``,
+    groups = ``weight.numel() / M`` in the order of :func:`sparseprune.select.nm_groups`; any float
+    dtype. Backward: straight-through, the gradient of the soft sample
+    ``y = softmax((logit_scale * logits + G) / temperature)`` (``@ P``), as
+    ``F.gumbel_softmax(..., hard=True)``; ``hard=False`` uses ``y @ P`` itself (MaskLLM's soft
+    mask, not N:M sparse). ``scale``: Smart Rescale. ``rng`` and ``schedule``: see
+    :func:`masked_weight`. Nothing but ``[seed, offset]`` is saved."""
+    return masked_weight(weight, logits, scale, method="nm_gumbel", pattern=pattern,
+                         temperature=temperature, logit_scale=logit_scale, hard=hard,
+                         generator=generator, rng=rng, schedule=schedule)
+
+
+def nm_topk_weight(weight: Tensor, scores: Tensor, *, pattern: str = "2:4") -> Tensor:
+    """Edge-Popup per N:M group (docs/METHODS.md 13.3): ``weight * m``, m keeping the N largest
+    ``|scores|`` of every group of M (ties: the lower index); straight-through gradient
+    ``sign(scores) * weight * g`` to the (weight-shaped) scores, ``g * m`` to the weight."""
+    return masked_weight(weight, scores, method="nm_topk", pattern=pattern)
+
+
+def srste_weight(weight: Tensor, *, pattern: str = "2:4", decay: float = 2e-4) -> Tensor:
+    """SR-STE (Zhou et al., ICLR 2021; docs/METHODS.md 13.4): ``weight * m``, m keeping the N
+    largest ``|weight|`` of every group of M (recomputed every call; ties: the lower index); the
+    weight's gradient is ``g + decay * (1 - m) * weight`` (the sparse-refined straight-through
+    estimator)."""
+    return masked_weight(weight, None, method="srste", pattern=pattern, decay=decay)
 
 
 def reparam_weight(weight: Tensor, t: Tensor, *, power: int = 4, return_sum: bool = False):

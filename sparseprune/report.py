@@ -27,6 +27,7 @@ from .nn.coverage import kind_of
 from .nn.masked import MaskedLayer
 from .nn.sharded import gathered
 from .nn.sparse import SparseLayer
+from .select import is_nm
 
 
 @dataclass
@@ -44,6 +45,8 @@ class LayerSparsity:
     format_reason: str = ""
     flops_kept: Optional[int] = None
     flops_total: Optional[int] = None
+    pattern: Optional[str] = None     # the N:M pattern the layer is checked against, e.g. "2:4"
+    complies: Optional[bool] = None   # whether its mask keeps exactly N of every M
 
     @property
     def density(self) -> float:
@@ -83,6 +86,17 @@ class Report:
         return 1.0 - self.density
 
     @property
+    def has_patterns(self) -> bool:
+        return any(layer.pattern is not None for layer in self.layers)
+
+    @property
+    def complies(self) -> Optional[bool]:
+        """Whether every layer checked against an N:M pattern keeps exactly N of every M (None
+        when no layer is)."""
+        checked = [layer.complies for layer in self.layers if layer.pattern is not None]
+        return all(checked) if checked else None
+
+    @property
     def has_flops(self) -> bool:
         return bool(self.layers) and all(layer.flops_total is not None for layer in self.layers)
 
@@ -110,31 +124,45 @@ class Report:
         if self.has_flops:
             out.update(flops_kept=self.flops_kept, flops_total=self.flops_total,
                        flop_density=self.flop_density)
+        if self.has_patterns:
+            out["complies"] = self.complies
         return out
 
     def __str__(self) -> str:
-        flops = self.has_flops
+        flops, patterns = self.has_flops, self.has_patterns
         header = ("layer", "type", "shape", "kept", "total", "density")
         if flops:
             header += ("FLOPs kept", "FLOPs total", "FLOP density")
         header += ("format",)
+        if patterns:
+            header += ("N:M",)
 
-        def cells(name, kind, shape, kept, total, density, fk, ft, fd, format):
+        def nm(pattern, complies):
+            if pattern is None:
+                return "-"
+            return f"{pattern} {'yes' if complies else 'NO'}"
+
+        def cells(name, kind, shape, kept, total, density, fk, ft, fd, format, pattern=None,
+                  complies=None):
             row = (name, kind, shape, f"{kept:,}", f"{total:,}", f"{density:.4f}")
             row += (_fmt_flops(fk), _fmt_flops(ft), f"{fd:.4f}") if flops else ()
-            return row + (format,)
+            return row + (format,) + ((nm(pattern, complies),) if patterns else ())
 
         rows = [cells(layer.name or "(model)", layer.kind, "x".join(map(str, layer.shape)),
                       layer.kept, layer.total, layer.density, layer.flops_kept,
                       layer.flops_total, layer.flop_density,
-                      layer.format_reason or layer.format)
+                      layer.format_reason or layer.format, layer.pattern, layer.complies)
                 for layer in self.layers]
+        complies = self.complies
         rows.append(cells("total", "", "", self.kept, self.total, self.density, self.flops_kept,
-                          self.flops_total, self.flop_density, ""))
+                          self.flops_total, self.flop_density, "",
+                          None if complies is None else "all", complies))
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
 
+        numeric = len(header) - 1 - (1 if patterns else 0)  # format (and N:M) left-aligned
+
         def line(cells):
-            return "  ".join(c.rjust(w) if 3 <= i < len(header) - 1 else c.ljust(w)
+            return "  ".join(c.rjust(w) if 3 <= i < numeric else c.ljust(w)
                              for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
         rule = "  ".join("-" * w for w in widths)
@@ -194,24 +222,45 @@ def output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict[str, 
     return counts
 
 
+def _compliance(module: nn.Module, mask: torch.Tensor, pattern: Optional[tuple[int, int]]):
+    """(pattern name, whether ``mask`` keeps exactly N of every M along the layer's input)."""
+    if pattern is None:
+        return None, None
+    n, m = pattern
+    input_dim = kind_of(module).masked.input_dim
+    if input_dim is None:
+        return f"{n}:{m}", False
+    logical = mask if input_dim == 1 else mask.movedim(input_dim, 1)
+    return f"{n}:{m}", is_nm(logical, n, m)
+
+
 @torch.no_grad()
 def sparsity_report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]] = None, *,
-                    input_shape: Optional[Sequence[int]] = None) -> Report:
+                    input_shape: Optional[Sequence[int]] = None,
+                    pattern: Optional[str] = None) -> Report:
     """Sparsity of every prunable layer of ``model``: masked and sparse layers, and plain layers of
     the kinds ``convert`` masks (:mod:`sparseprune.nn.coverage`).
 
     ``masks`` (name -> boolean mask, e.g. from :func:`sparseprune.convert.final_masks` with a
     density) overrides the masked layers' own final masks. With ``input_shape`` (one sample's
     shape, e.g. ``(1, 28, 28)``) the report also counts FLOPs per sample (see the module doc).
+
+    N:M patterns: a masked layer whose method has a pattern (``convert(..., pattern="2:4")``)
+    reports it and whether its final mask keeps exactly N of every M (``pattern`` and
+    ``complies``; the table's ``N:M`` column, e.g. ``2:4 yes``); ``pattern="N:M"`` checks every
+    masked and plain layer against that pattern instead (e.g. after ``finalize``, from the
+    nonzero weights). ``Report.complies`` is True when every checked layer complies.
+
     A model sharded by FSDP2 is gathered for the count (:func:`sparseprune.nn.sharded.gathered`;
     every rank must call this), so the report counts the whole masks, not a shard's.
     """
+    check = V.pattern(pattern) if pattern is not None else None
     with gathered(model):
-        return _report(model, masks, input_shape)
+        return _report(model, masks, input_shape, check)
 
 
 def _report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]],
-            input_shape: Optional[Sequence[int]]) -> Report:
+            input_shape: Optional[Sequence[int]], check: Optional[tuple[int, int]]) -> Report:
     positions = output_positions(model, input_shape) if input_shape is not None else None
     report = Report()
     for name, module in _prunable(model):
@@ -231,6 +280,11 @@ def _report(model: nn.Module, masks: Optional[dict[str, torch.Tensor]],
                       else kind_of(module).weight(module).shape)
         total = math.prod(shape)
         layer = LayerSparsity(name, kind, shape, kept, total, format, reason)
+        if not isinstance(module, SparseLayer):
+            own = module.method.pattern if isinstance(module, MaskedLayer) else None
+            weight_mask = mask if isinstance(module, MaskedLayer) \
+                else kind_of(module).weight(module) != 0
+            layer.pattern, layer.complies = _compliance(module, weight_mask, check or own)
         if positions is not None:
             layer.flops_kept = 2 * kept * positions[name]
             layer.flops_total = 2 * total * positions[name]

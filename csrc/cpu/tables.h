@@ -90,6 +90,17 @@ struct HardConcreteKernels {
 };
 SP_KERNEL_FAMILY(HardConcreteKernels);
 
+// N:M pattern masks (nm.h), over whole tiles of kNmTileGroups groups [tile_begin, tile_end):
+// cpu/kernels/nm_mask_kernel.cpp. Forward writes p.masked; backward whichever of grad_scores,
+// grad_weight, masked (possibly aliasing grad) are set, and per-tile Smart Rescale sums into
+// p.partials when set. Both return true if a ranked value (score, logit or srste weight) is NaN.
+struct NmKernels {
+  const char* isa;
+  bool (*forward)(const NmParams& p, int64_t tile_begin, int64_t tile_end);
+  bool (*backward)(const NmParams& p, int64_t tile_begin, int64_t tile_end);
+};
+SP_KERNEL_FAMILY(NmKernels);
+
 // Sparse inference: cpu/kernels/sparse_table.cpp.
 struct SparseKernels {
   const char* isa;
@@ -104,7 +115,7 @@ struct SparseKernels {
 };
 SP_KERNEL_FAMILY(SparseKernels);
 
-// N:M inference (format "nm"): cpu/kernels/nm_kernel.cpp.
+// N:M inference (format "nm"): cpu/kernels/nm_spmm_kernel.cpp.
 struct NmKernels {
   const char* isa;
   // Batch 1: outputs [row_begin, row_end) of y from p.x.

@@ -35,6 +35,12 @@ void reparam_backward(const ReparamParams& p, int device);
 void hard_concrete_forward(const HardConcreteParams& p, int device);
 void hard_concrete_backward(const HardConcreteParams& p, int device);
 
+// N:M pattern masks (nm.h): forward (p.masked) and backward (whichever of grad_scores,
+// grad_weight, masked are set; per-tile Smart Rescale sums into p.partials, reduced into
+// *p.grad_scale when that is set too). One thread per group, one block per kNmTileGroups tile.
+void nm_forward(const NmParams& p, int device);
+void nm_backward(const NmParams& p, int device);
+
 void noise(const NoiseParams& p, int device);
 
 // Sparse inference (csrc/cuda/sparse.cu): y = W x, and Y = W X for p.batch problems.

@@ -114,6 +114,15 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t r
   check_same_device(op, "bias", *bias, like_arg, like);
 }
 
+void check_linear(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK_VALUE(weight.dim() == 2, "sparseprune::", op,
+                    ": weight must be 2-D (out_features, in_features), got shape ", weight.sizes());
+  check_in_features(op, input, weight.size(1));
+  check_layer_input(op, input, weight);
+  check_bias(op, bias, weight.size(0), "weight", weight);
+}
+
 namespace {
 
 void check_pair(const char* op, const char* arg, at::IntArrayRef v, int64_t min_value) {

@@ -66,6 +66,11 @@ void check_in_features(const char* op, const at::Tensor& input, int64_t in_featu
 void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t rows,
                 const char* like_arg, const at::Tensor& like);
 
+// A linear layer: weight 2-D (out_features, in_features), the input's last dimension in_features,
+// its dtype and device the weight's, the optional bias (out_features,).
+void check_linear(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias);
+
 // A 2-D convolution's stride, padding and dilation (two integers each, >= 1, >= 0, >= 1) and its
 // groups (>= 1, dividing out_channels).
 void check_conv2d_options(const char* op, at::IntArrayRef stride, at::IntArrayRef padding,

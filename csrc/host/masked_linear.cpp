@@ -7,18 +7,6 @@
 
 namespace sparseprune {
 namespace host {
-namespace {
-
-void check_linear(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                  const OptTensor& bias) {
-  TORCH_CHECK_VALUE(weight.dim() == 2, "sparseprune::", op,
-                    ": weight must be 2-D (out_features, in_features), got shape ", weight.sizes());
-  check_in_features(op, input, weight.size(1));
-  check_layer_input(op, input, weight);
-  check_bias(op, bias, weight.size(0), "weight", weight);
-}
-
-}  // namespace
 
 at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,

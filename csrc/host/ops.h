@@ -50,6 +50,33 @@ Grads5 masked_conv2d_backward(const at::Tensor& grad_output, const at::Tensor& i
                               double density, const at::Tensor& rng,
                               std::array<bool, 5> output_mask);
 
+// N:M pattern masks (include/sparseprune/nm.h): method "nm_gumbel" (scores: the (groups, C(m, n))
+// pattern logits; schedule (CPU float64 [temperature, logit_scale]), hard; scale: Smart Rescale),
+// "nm_topk" (weight-shaped scores) or "srste" (scores unused; decay); n kept of every m weights
+// along dimension 1; rng (CPU int64 [seed, offset]) for nm_gumbel.
+at::Tensor nm_masked_weight(const at::Tensor& weight, const at::Tensor& scores,
+                            const OptTensor& scale, std::string method, int64_t n, int64_t m,
+                            const at::Tensor& schedule, bool hard, double decay,
+                            const at::Tensor& rng);
+// -> (grad_weight, grad_scores, grad_scale), each undefined unless output_mask asks for it.
+Grads3 nm_masked_weight_backward(const at::Tensor& grad, const at::Tensor& weight,
+                                 const at::Tensor& scores, const OptTensor& scale,
+                                 std::string method, int64_t n, int64_t m,
+                                 const at::Tensor& schedule, bool hard, double decay,
+                                 const at::Tensor& rng, std::array<bool, 3> output_mask);
+at::Tensor nm_masked_linear(const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& scores, const OptTensor& bias,
+                            const OptTensor& scale, std::string method, int64_t n, int64_t m,
+                            const at::Tensor& schedule, bool hard, double decay,
+                            const at::Tensor& rng);
+// -> (grad_input, grad_weight, grad_scores, grad_bias, grad_scale)
+Grads5 nm_masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                 const at::Tensor& weight, const at::Tensor& scores,
+                                 const OptTensor& scale, std::string method, int64_t n,
+                                 int64_t m, const at::Tensor& schedule, bool hard,
+                                 double decay, const at::Tensor& rng,
+                                 std::array<bool, 5> output_mask);
+
 // Sparse inference (csrc/host/sparse_*.cpp): a compressed float32 weight (values, row_ptr,
 // indices, format "csr" or "bitmap") times the input, bias fused.
 at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& values,

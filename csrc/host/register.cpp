@@ -20,6 +20,10 @@ void register_device_impls(torch::Library& m) {
   m.impl("reparam_weight_backward", &reparam_weight_backward);
   m.impl("hard_concrete_sample", &hard_concrete_sample);
   m.impl("hard_concrete_sample_backward", &hard_concrete_sample_backward);
+  m.impl("nm_masked_weight", &nm_masked_weight);
+  m.impl("nm_masked_weight_backward", &nm_masked_weight_backward);
+  m.impl("nm_masked_linear", &nm_masked_linear);
+  m.impl("nm_masked_linear_backward", &nm_masked_linear_backward);
   // Sparse inference.
   m.impl("sparse_linear", &sparse_linear);
   m.impl("sparse_conv2d", &sparse_conv2d);

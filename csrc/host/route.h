@@ -44,23 +44,32 @@ void launch(Launcher launcher, const at::Device& device, const Args&... args) {
   if constexpr (kWithCuda) launcher(args..., device.index());
 }
 
-// One pass over the tiles of a numel-element tensor: on CUDA launcher(cuda_args..., device index);
-// on CPU cpu_pass(active table of Family, tile_begin, tile_end) -> bool over all tiles. Returns
-// whether a CPU pass returned true (a NaN score seen: CUDA does not look, it would need a sync).
+// One pass over `tiles` units of work: on CUDA launcher(cuda_args..., device index); on CPU
+// cpu_pass(active table of Family, tile_begin, tile_end) -> bool over ranges of whole tiles.
+// Returns whether a CPU pass returned true (a NaN score seen: CUDA does not look, it would need a
+// sync). route() is this over the kTileElems tiles of a numel-element tensor; the N:M passes use
+// their own tiles (kNmTileGroups groups).
 template <class Family, class CpuPass, class Launcher, class... Args>
-bool route(const char* op, const at::Device& device, int64_t numel, CpuPass&& cpu_pass,
-           Launcher launcher, const Args&... cuda_args) {
-  if (numel == 0) return false;
+bool route_tiles(const char* op, const at::Device& device, int64_t tiles, CpuPass&& cpu_pass,
+                 Launcher launcher, const Args&... cuda_args) {
+  if (tiles == 0) return false;
   if (on_cuda(op, device)) {
     launch(launcher, device, cuda_args...);
     return false;
   }
   const Family& k = cpu::active<Family>();
   std::atomic<bool> seen{false};
-  at::parallel_for(0, num_tiles(numel), kGrainTiles, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, tiles, kGrainTiles, [&](int64_t begin, int64_t end) {
     if (cpu_pass(k, begin, end)) seen = true;
   });
   return seen;
+}
+
+// route_tiles() over the tiles of a numel-element tensor.
+template <class Family, class CpuPass, class Launcher, class... Args>
+bool route(const char* op, const at::Device& device, int64_t numel, CpuPass&& cpu_pass,
+           Launcher launcher, const Args&... cuda_args) {
+  return route_tiles<Family>(op, device, num_tiles(numel), cpu_pass, launcher, cuda_args...);
 }
 
 // route() for a family member taking (p, tile_begin, tile_end) and a launcher taking (p, device):

@@ -130,6 +130,10 @@ class MaskMethod(ABC):
     recipe: ClassVar[Recipe] = Recipe({"scores": 0.1}, source="generic default")
     # True for methods that sample noise: their layers keep a noise stream (``layer.rng``).
     stochastic: ClassVar[bool] = False
+    # (n, m) for a method keeping n of every m consecutive input weights (an N:M pattern): the
+    # density is then fixed by the pattern (sparsity_report checks compliance, finalize(density=)
+    # refuses). Set per instance by the pattern methods.
+    pattern: Optional[tuple[int, int]] = None
     # What ranking_scores are, for plots and reports.
     score_label: ClassVar[str] = "score"
 
@@ -147,6 +151,21 @@ class MaskMethod(ABC):
     def options(self) -> dict[str, Any]:
         """The options this instance was created with (for ``repr`` and run configs)."""
         return {k: getattr(self, k) for k in self.option_defaults()}
+
+    def check_layer(self, name: str, shape: Sequence[int], input_dim: Optional[int]) -> None:
+        """Raise ValueError (naming the layer ``name``) when a layer with a weight of ``shape``,
+        whose input runs along dimension ``input_dim`` (None: no input dimension, e.g. an
+        embedding table), cannot take this method. :func:`sparseprune.convert` asks before it
+        changes anything. Default: every layer can."""
+
+    def bind(self, name: str, layer: "MaskedLayer") -> None:
+        """Called by :func:`sparseprune.convert` once ``layer`` (named ``name`` in the model) is
+        attached: options that name layers (e.g. a dict of prior masks) apply here."""
+
+    def set_progress(self, layer: "MaskedLayer", fraction: float) -> None:
+        """The fraction of training done, for options scheduled over training (e.g. a
+        temperature ``(start, end)``); :func:`sparseprune.set_progress` calls it for every
+        layer. Default: nothing is scheduled."""
 
     @abstractmethod
     def attach(self, layer: "MaskedLayer") -> None:

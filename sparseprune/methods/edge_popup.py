@@ -3,7 +3,7 @@ Formulas and defaults: docs/METHODS.md 3."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor
@@ -31,6 +31,9 @@ class EdgePopup(MaskMethod):
         scale_fan: with the signed constant, use ``fan_in * density`` (hidden-networks).
         train_weights: leave the weights and bias trainable (the paper freezes them).
         scores_dtype: dtype of the scores (default: the weight's).
+        pattern: ``"N:M"``: keep the top N ``|scores|`` of every M consecutive input weights
+            instead (:class:`sparseprune.methods.nm.PatternEdgePopup`; density fixed at N/M).
+        prior: ``"magnitude"`` starts the scores at ``|w|`` (the magnitude mask).
 
     Scores start at ``kaiming_uniform_(a=sqrt(5))``.
     """
@@ -41,10 +44,20 @@ class EdgePopup(MaskMethod):
     recipe = Recipe({"scores": 0.1}, weight_decay=1e-4, lr_schedule="cosine",
                     source="METHODS.md 3.4 (hidden-networks small-scale configs)")
 
+    def __new__(cls, *args: Any, pattern: Optional[str] = None, **kwargs: Any):
+        # With a pattern: top-N of every M (methods/nm.py), with the same options.
+        if pattern is not None and cls is EdgePopup:
+            from .nm import PatternEdgePopup
+            cls = PatternEdgePopup
+        return super().__new__(cls)
+
     def __init__(self, density: float = 0.5, weight_init: Optional[str] = None,
                  scale_fan: bool = False, train_weights: bool = False,
-                 scores_dtype: Optional[torch.dtype] = None):
+                 scores_dtype: Optional[torch.dtype] = None, pattern: Optional[str] = None,
+                 prior: Optional[str] = None):
         self.density = V.density(density)
+        self.pattern = None if pattern is None else V.pattern(pattern)
+        self.prior = V.choice("prior", prior, (None, "magnitude"))
         V.choice("weight_init", weight_init, V.WEIGHT_INITS)
         if scale_fan and weight_init != "signed_constant":
             raise ValueError("scale_fan applies to weight_init='signed_constant', got "
@@ -59,7 +72,11 @@ class EdgePopup(MaskMethod):
             raise ValueError(f"edge_popup needs a layer with weights to select from, got weight of "
                              f"shape {tuple(layer.weight.shape)}")
         init_weight_(layer.weight, self.weight_init, self.density if self.scale_fan else 1.0)
-        layer.scores = torch.nn.Parameter(kaiming_uniform_scores(layer.weight, self.scores_dtype))
+        if self.prior == "magnitude":
+            scores = layer.weight.detach().abs().to(self.scores_dtype or layer.weight.dtype).clone()
+        else:
+            scores = kaiming_uniform_scores(layer.weight, self.scores_dtype)
+        layer.scores = torch.nn.Parameter(scores)
         layer.weight.requires_grad_(self.train_weights)
         if layer.bias is not None:
             layer.bias.requires_grad_(self.train_weights)

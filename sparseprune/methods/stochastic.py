@@ -3,7 +3,7 @@ straight-through gradient, optional Smart Rescale or DWR. Formulas: docs/METHODS
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor
@@ -113,6 +113,9 @@ class ASLP(StochasticMethod):
         train_weights: leave the weights and bias trainable (the paper freezes them).
         sample_in_eval: keep sampling masks in eval mode instead of the deterministic final mask.
         scores_dtype: dtype of the scores (default: the weight's); float32, bfloat16 or float16.
+        pattern: ``"N:M"`` makes learned N:M masks instead (with the options ``logit_scale``,
+            ``hard``, ``prior``, ``prior_strength`` and a scheduled ``temperature``):
+            :class:`sparseprune.methods.nm.PatternASLP`.
 
     Final mask: ``scores >= 0``, with the Smart Rescale scalar (or the DWR factor of that mask)
     folded into the kept weights.
@@ -121,13 +124,28 @@ class ASLP(StochasticMethod):
     name = "aslp"
     recipe = Recipe({"scores": 50.0, "scale": 1e-3}, source="METHODS.md 1.5 (ASLP reference)")
 
+    def __new__(cls, *args: Any, pattern: Optional[str] = None, **kwargs: Any):
+        # With a pattern, an ASLP is the N:M method (methods/nm.py), which takes the same options.
+        if pattern is not None and cls is ASLP:
+            from .nm import PatternASLP
+            cls = PatternASLP
+        return super().__new__(cls)
+
     def __init__(self, temperature: float = 1.0, rescale: Optional[str] = None,
                  signed_constant: bool = False, init_logit: float = 0.0,
                  train_weights: bool = False, sample_in_eval: bool = False,
-                 scores_dtype: Optional[torch.dtype] = None):
+                 scores_dtype: Optional[torch.dtype] = None, pattern: Optional[str] = None,
+                 logit_scale: Any = None, hard: Optional[bool] = None, prior: Any = None,
+                 prior_strength: Optional[float] = None):
         super().__init__(rescale, signed_constant, init_logit, train_weights, sample_in_eval,
                          scores_dtype)
         self.temperature = V.temperature(temperature)
+        given = [k for k, v in (("logit_scale", logit_scale), ("hard", hard), ("prior", prior),
+                                ("prior_strength", prior_strength)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to "
+                             "learned N:M masks: give pattern='N:M' too")
+        self.pattern = self.logit_scale = self.hard = self.prior = self.prior_strength = None
 
     def _fused_options(self) -> dict:
         return {"temperature": self.temperature}

@@ -18,6 +18,8 @@ _GEOMETRY = ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "norm
 class MaskedEmbedding(MaskedLayer, nn.Embedding):
     """``nn.Embedding`` with a learned mask over its table."""
 
+    input_dim = None  # a table, not a map of inputs: no N:M groups
+
     bias = None  # the masked layers' common interface; an embedding has none
 
     @classmethod

@@ -52,6 +52,10 @@ class MaskedLayer(metaclass=ABCMeta):
     fusable: ClassVar[bool] = False
     # XORed into the stream's seed at each draw (per-rank noise); 0: the shared stream itself.
     stream_key: int = 0
+    # The weight dimension that runs along the layer's input (N:M groups follow it): 1 for
+    # (out, in, ...) weights, 0 for Hugging Face's transposed Conv1D, None where the weight has
+    # no input dimension (embeddings).
+    input_dim: ClassVar[Optional[int]] = 1
 
     def set_method(self, method: str | MaskMethod, **options: Any) -> None:
         """Attach a pruning method (a name plus options, or an instance)."""
@@ -155,6 +159,7 @@ class MaskedHFConv1D(MaskedLayer, nn.Module):
     the weight's (stored) shape; the fused op runs on the transposed views."""
 
     fusable = True
+    input_dim = 0
 
     def __init__(self, plain: nn.Module, method: str | MaskMethod = "aslp", **options: Any):
         nn.Module.__init__(self)

@@ -55,6 +55,23 @@ def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[
                                 list(dilation), groups, method, rescale, temperature, density, rng)
 
 
+def nm_masked_weight(weight: Tensor, scores: Tensor, scale: Optional[Tensor], method: str, n: int,
+                     m: int, schedule: Tensor, hard: bool, decay: float, rng: Tensor) -> Tensor:
+    """An N:M method's masked weight: ``method`` "nm_gumbel" (``scores`` the ``(groups, C(m, n))``
+    pattern logits, a sampled pattern per group of m inputs; ``schedule`` a CPU float64
+    ``[temperature, logit_scale]``), "nm_topk" (weight-shaped scores, the top n ``|s|``) or
+    "srste" (the top n ``|w|``; ``scores`` unused)."""
+    return _op("nm_masked_weight")(weight, scores, scale, method, n, m, schedule, hard, decay, rng)
+
+
+def nm_masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor],
+                     scale: Optional[Tensor], method: str, n: int, m: int, schedule: Tensor,
+                     hard: bool, decay: float, rng: Tensor) -> Tensor:
+    """``F.linear`` with an N:M method's masked weight, which exists only as a transient."""
+    return _op("nm_masked_linear")(input, weight, scores, bias, scale, method, n, m, schedule,
+                                   hard, decay, rng)
+
+
 def reparam_weight(weight: Tensor, t: Tensor, power: int,
                    compute_sum: bool) -> tuple[Tensor, Tensor]:
     """Budget-aware reparametrisation ``(w_hat, sum of h)`` with ``w_hat = weight * h_t(weight)``,

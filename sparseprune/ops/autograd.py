@@ -81,7 +81,7 @@ def _refuse_double_backward(name: str) -> None:
 
 if _ext.available():
     for _name in ("masked_weight", "masked_linear", "masked_conv2d", "reparam_weight",
-                  "hard_concrete_sample"):
+                  "hard_concrete_sample", "nm_masked_weight", "nm_masked_linear"):
         _refuse_double_backward(_name)
     _register_reparam()
     # masked_weight(weight, scores, scale, method, rescale, temperature, density, rng)
@@ -92,3 +92,7 @@ if _ext.available():
     _register("masked_conv2d", 5, saved=(0, 1, 2, 4))
     # hard_concrete_sample(log_alpha, beta, gamma, zeta, rng)
     _register("hard_concrete_sample", 1, saved=(0,))
+    # nm_masked_weight(weight, scores, scale, method, n, m, schedule, hard, decay, rng) and
+    # nm_masked_linear(input, weight, scores, bias, scale, ...): as masked_weight / masked_linear.
+    _register("nm_masked_weight", 3, saved=(0, 1, 2))
+    _register("nm_masked_linear", 5, saved=(0, 1, 2, 4))

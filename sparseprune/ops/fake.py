@@ -98,6 +98,46 @@ def _register_fakes() -> None:
                          grad_output=grad_output)
         return _mask_grads(input, weight, scores, scale, output_mask)
 
+    def _check_nm_args(op, weight, scores, scale, method, n, m):
+        torch._check_value(weight.dim() >= 2 and weight.shape[1] % m == 0, lambda: (
+            f"sparseprune::{op}: an N:M pattern with M={m} needs the weight's input size "
+            f"(dimension 1) to be a multiple of {m}, got weight of shape {list(weight.shape)}"))
+        if method == "nm_topk":
+            torch._check_value(weight.shape == scores.shape, lambda: (
+                f"sparseprune::{op}: nm_topk scores must have the weight's shape "
+                f"{list(weight.shape)}, got {list(scores.shape)}"))
+        for name, t in (("scores", scores if method != "srste" else None), ("scale", scale)):
+            torch._check_value(t is None or t.device == weight.device, lambda: (
+                f"sparseprune::{op}: {name} and weight must be on the same device, got "
+                f"{t.device} and {weight.device}"))
+
+    @fake("sparseprune::nm_masked_weight")
+    def _nm_masked_weight(weight, scores, scale, method, n, m, schedule, hard, decay, rng):
+        _check_nm_args("nm_masked_weight", weight, scores, scale, method, n, m)
+        return _empty_like(weight)
+
+    @fake("sparseprune::nm_masked_weight_backward")
+    def _nm_masked_weight_backward(grad, weight, scores, scale, method, n, m, schedule, hard,
+                                   decay, rng, output_mask):
+        return (_empty_like(weight) if output_mask[0] else None,
+                _empty_like(scores) if output_mask[1] and method != "srste" else None,
+                _empty_like(scale) if output_mask[2] and scale is not None else None)
+
+    @fake("sparseprune::nm_masked_linear")
+    def _nm_masked_linear(input, weight, scores, bias, scale, method, n, m, schedule, hard,
+                          decay, rng):
+        _check_nm_args("nm_masked_linear", weight, scores, scale, method, n, m)
+        torch._check_value(input.shape[-1] == weight.shape[1], lambda: (
+            f"sparseprune::nm_masked_linear: input's last dimension must equal in_features = "
+            f"{weight.shape[1]}, got input of shape {list(input.shape)}"))
+        return input.new_empty((*input.shape[:-1], weight.shape[0]))
+
+    @fake("sparseprune::nm_masked_linear_backward")
+    def _nm_masked_linear_backward(grad_output, input, weight, scores, scale, method, n, m,
+                                   schedule, hard, decay, rng, output_mask):
+        grads = _mask_grads(input, weight, scores, scale, output_mask)
+        return grads[:2] + ((grads[2] if method != "srste" else None),) + grads[3:]
+
     @fake("sparseprune::reparam_weight")
     def _reparam_weight(weight, t, power, compute_sum):
         torch._check_value(t.numel() == 1, lambda: (

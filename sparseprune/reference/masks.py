@@ -14,8 +14,8 @@ from torch import Tensor
 from .. import _validate
 from ..ops.formats import to_dense
 from ..ops.rng import next_rng, seed_offset
-from ..select import select_top
-from .philox import logistic_noise
+from ..select import nm_candidates, nm_groups, nm_ungroup, select_top, top_n_of_m
+from .philox import logistic_noise, uniform
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -104,26 +104,127 @@ def edge_popup_weight(weight: Tensor, scores: Tensor, *, density: float) -> Tens
     return _functional("edge_popup", weight, scores, None, None, 1.0, density, None)
 
 
-def masked_linear(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor] = None, *,
-                  method: str = "aslp", scale: Optional[Tensor] = None,
-                  rescale: Optional[str] = None, temperature: float = 1.0,
-                  density: Optional[float] = None,
+def masked_linear(input: Tensor, weight: Tensor, scores: Optional[Tensor],
+                  bias: Optional[Tensor] = None, *, method: str = "aslp",
+                  scale: Optional[Tensor] = None, rescale: Optional[str] = None,
+                  temperature: float = 1.0, density: Optional[float] = None,
+                  pattern: Optional[str] = None, logit_scale: float = 1.0, hard: bool = True,
+                  decay: Optional[float] = None,
                   generator: Optional[torch.Generator] = None) -> Tensor:
     """Reference for :func:`sparseprune.functional.masked_linear`."""
-    masked = _functional(method, weight, scores, scale, rescale, temperature, density, generator)
+    if _validate.nm_call(method, pattern):
+        masked = _nm_functional(method, weight, scores, scale, rescale, density, pattern,
+                                temperature, logit_scale, hard, decay, generator)
+    else:
+        masked = _functional(method, weight, scores, scale, rescale, temperature, density,
+                             generator)
     return F.linear(input, masked, bias)
 
 
-def masked_conv2d(input: Tensor, weight: Tensor, scores: Tensor, bias: Optional[Tensor] = None,
-                  stride: _validate.IntPair = 1, padding: _validate.IntPair | str = 0,
-                  dilation: _validate.IntPair = 1, groups: int = 1, *, method: str = "aslp",
-                  scale: Optional[Tensor] = None, rescale: Optional[str] = None,
-                  temperature: float = 1.0, density: Optional[float] = None,
+def masked_conv2d(input: Tensor, weight: Tensor, scores: Optional[Tensor],
+                  bias: Optional[Tensor] = None, stride: _validate.IntPair = 1,
+                  padding: _validate.IntPair | str = 0, dilation: _validate.IntPair = 1,
+                  groups: int = 1, *, method: str = "aslp", scale: Optional[Tensor] = None,
+                  rescale: Optional[str] = None, temperature: float = 1.0,
+                  density: Optional[float] = None, pattern: Optional[str] = None,
+                  logit_scale: float = 1.0, hard: bool = True, decay: Optional[float] = None,
                   generator: Optional[torch.Generator] = None) -> Tensor:
     """Reference for :func:`sparseprune.functional.masked_conv2d`."""
     input, stride, padding, dilation = _validate.conv_args(input, weight, stride, padding, dilation)
-    masked = _functional(method, weight, scores, scale, rescale, temperature, density, generator)
+    if _validate.nm_call(method, pattern):
+        masked = _nm_functional(method, weight, scores, scale, rescale, density, pattern,
+                                temperature, logit_scale, hard, decay, generator)
+    else:
+        masked = _functional(method, weight, scores, scale, rescale, temperature, density,
+                             generator)
     return F.conv2d(input, masked, bias, stride, padding, dilation, groups)
+
+
+# ---- N:M patterns (docs/METHODS.md 13): the exact oracle of the fused N:M ops ------------------
+
+def nm_gumbel_noise(groups: int, candidates: int, seed: int, offset: int) -> Tensor:
+    """The float64 Gumbel noise ``-log(-log u)`` of the N:M ops, ``(groups, candidates)``: element
+    ``(g, k)`` takes Philox element ``g * candidates + k`` of ``(seed, offset)``."""
+    u = uniform(groups * candidates, seed, offset).reshape(groups, candidates)
+    return -torch.log(-torch.log(u))
+
+
+def nm_gumbel_from_noise(weight: Tensor, logits: Tensor, noise: Tensor,
+                         scale: Optional[Tensor] = None, *, pattern: str = "2:4",
+                         temperature: float = 1.0, logit_scale: float = 1.0,
+                         hard: bool = True) -> Tensor:
+    """The nm_gumbel masked weight for a given Gumbel ``noise`` ``(groups, C)``, in plain
+    autograd: ``a = logit_scale * logits + noise``, ``y = softmax(a / temperature)``; hard: the
+    one-hot of the first maximum of ``a`` with ``y``'s gradient (straight-through); the mask
+    ``y @ P`` regrouped to the weight's shape. Computed in the weight's dtype (promoted with the
+    logits')."""
+    n, m = _validate.pattern(pattern)
+    dtype = torch.promote_types(weight.dtype, logits.dtype)
+    a = logit_scale * logits.to(dtype) + noise.to(weight.device, dtype)
+    y = torch.softmax(a / temperature, dim=1)
+    if hard:
+        one_hot = F.one_hot(a.detach().argmax(dim=1), a.shape[1]).to(dtype)
+        y = _straight_through(one_hot, y)
+    mask = nm_ungroup(y @ nm_candidates(n, m, device=weight.device).to(dtype), weight.shape)
+    out = weight.to(dtype) * mask
+    return out * scale.to(dtype) if scale is not None else out
+
+
+def _nm_functional(method, weight, scores, scale, rescale, density, pattern, temperature,
+                   logit_scale, hard, decay, generator):
+    tau = _validate.temperature(temperature)
+    method, n, m, kappa, hard, decay = _validate.nm_options(method, pattern, scale, rescale,
+                                                           density, logit_scale, hard, decay)
+    nm_groups(weight, m)  # the input size must be a multiple of M
+    if method == "nm_topk":
+        _check_shapes(weight, scores)
+        magnitude = scores.abs()
+        keep = top_n_of_m(magnitude.detach(), n, m)
+        return weight * _straight_through(keep.to(weight.dtype), magnitude.to(weight.dtype))
+    if method == "srste":
+        return _SrSte.apply(weight, n, m, decay)
+    c = math.comb(m, n)
+    seed, offset = seed_offset(next_rng(generator))
+    noise = nm_gumbel_noise(weight.numel() // m, c, seed, offset)
+    return nm_gumbel_from_noise(weight, scores, noise, scale, pattern=f"{n}:{m}",
+                                temperature=tau, logit_scale=kappa, hard=hard)
+
+
+class _SrSte(torch.autograd.Function):
+    """SR-STE: the magnitude N:M mask of the weight, gradient ``g + decay * (1 - m) * w``."""
+
+    @staticmethod
+    def forward(ctx, weight, n, m, decay):
+        keep = top_n_of_m(weight.detach().abs(), n, m)
+        ctx.save_for_backward(weight, keep)
+        ctx.decay = decay
+        return torch.where(keep, weight, torch.zeros((), dtype=weight.dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, keep = ctx.saved_tensors
+        return grad + ctx.decay * (~keep).to(weight.dtype) * weight, None, None, None
+
+
+def nm_gumbel_weight(weight: Tensor, logits: Tensor, scale: Optional[Tensor] = None, *,
+                     pattern: str = "2:4", temperature: float = 1.0, logit_scale: float = 1.0,
+                     hard: bool = True, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Reference for :func:`sparseprune.functional.nm_gumbel_weight` (the float64 Philox noise of
+    the same draw from ``generator``)."""
+    return _nm_functional("nm_gumbel", weight, logits, scale, None, None, pattern, temperature,
+                          logit_scale, hard, None, generator)
+
+
+def nm_topk_weight(weight: Tensor, scores: Tensor, *, pattern: str = "2:4") -> Tensor:
+    """Reference for :func:`sparseprune.functional.nm_topk_weight`."""
+    return _nm_functional("nm_topk", weight, scores, None, None, None, pattern, 1.0, 1.0, True,
+                          None, None)
+
+
+def srste_weight(weight: Tensor, *, pattern: str = "2:4", decay: float = 2e-4) -> Tensor:
+    """Reference for :func:`sparseprune.functional.srste_weight`."""
+    return _nm_functional("srste", weight, None, None, None, None, pattern, 1.0, 1.0, True, decay,
+                          None)
 
 
 # ---- sparse inference (issue 7): the dense computation the sparse kernels must match ----------

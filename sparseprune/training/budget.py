@@ -79,6 +79,11 @@ def _budget_layers(model: nn.Module, who: str = "BudgetLoss") -> list:
     if not layers:
         raise ValueError(f"{who}: the model has no masked layers; call sparseprune.convert first")
     for name, layer in layers:
+        pattern = layer.method.pattern
+        if pattern is not None:  # density_role says "option": name the pattern, the real reason
+            raise TypeError(f"BudgetLoss: layer {name!r} has an N:M pattern "
+                            f"({pattern[0]}:{pattern[1]}), which fixes its density at "
+                            f"{pattern[0] / pattern[1]:g}; a budget loss does not apply")
         if layer.method.density_role != "learned":
             learned = [m for m in methods.available() if methods.get(m).density_role == "learned"]
             raise TypeError(f"{who}: layer {name!r} uses method {layer.method.name!r}, whose "

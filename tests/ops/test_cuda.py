@@ -2,7 +2,8 @@
 GPU the device draws the same random stream as the CPU and honours the current stream (skipped
 without one). The per-op CPU-vs-CUDA checks: test_cuda_masks.py (the mask passes, bit for bit),
 test_cuda_ops.py (reparam and hard-concrete bit for bit; masked linear / conv2d),
-test_cuda_sparse.py (sparse inference), test_cuda_models.py (whole training steps). `make
+test_cuda_sparse.py (sparse inference), test_cuda_nm.py (the N:M masks, bit for bit),
+test_cuda_models.py (whole training steps). `make
 gpu-check` runs them all on a GPU machine (benchmarks/gpu_check.py)."""
 
 import pytest
@@ -18,7 +19,9 @@ from cuda_helpers import (DEVICE, MASK_CONFIGS, assert_same_bits, needs_gpu, nee
 OPS = ["masked_weight", "masked_weight_backward", "masked_linear", "masked_linear_backward",
        "masked_conv2d", "masked_conv2d_backward", "reparam_weight", "reparam_weight_backward",
        "hard_concrete_sample", "hard_concrete_sample_backward", "sparse_linear", "sparse_conv2d",
-       "nm_linear"]
+       "nm_linear",
+       "nm_masked_weight", "nm_masked_weight_backward", "nm_masked_linear",
+       "nm_masked_linear_backward"]
 
 
 @pytest.mark.parametrize("op", OPS)

@@ -1,4 +1,4 @@
-// Plain parameter structs of the N:M inference kernels (format "nm", csrc/cpu/kernels/nm_kernel.cpp).
+// Plain parameter structs of the N:M inference kernels (format "nm", csrc/cpu/kernels/nm_spmm_kernel.cpp).
 // The host layer (csrc/host/nm_linear.cpp) has validated every size and every stored position.
 #pragma once
 #include <stdint.h>

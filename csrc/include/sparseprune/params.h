@@ -2,6 +2,7 @@
 // Pointers are device pointers of the op's device; nullptr means "not requested".
 #pragma once
 #include "dtypes.h"
+#include "nm.h"
 #include "ste.h"
 #include "tiles.h"
 
@@ -37,6 +38,36 @@ struct StochasticParams {
   // DWR passes (see ste.h): pass 1 writes the packed slopes, pass 2 reads them and [r, c].
   float* slopes = nullptr;
   const double* dwr_factors = nullptr;  // [r, c]
+};
+
+// N:M pattern masks (nm.h) over `groups` groups of m consecutive elements of a [groups, m] weight
+// (the host regroups convolutions). nm_gumbel: scores are the [groups, c] pattern logits, element
+// g * c + k takes Philox element g * c + k of (seed, offset); nm_topk: scores have the weight's
+// [groups, m] layout; srste: no scores (the weight ranks itself).
+struct NmParams {
+  int64_t groups = 0;
+  int32_t n = 2, m = 4, c = 6;  // n kept of every m; c = C(m, n) candidates
+  uint32_t patterns[kNmMaxCandidates] = {};  // bit j of patterns[k]: candidate k keeps position j
+  NmRule rule = NmRule::kGumbel;
+  bool hard = true;               // nm_gumbel: the one-hot pattern (false: MaskLLM's soft mask)
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+  double logit_scale = 1.0;       // kappa (rounded to float unless the math runs in double)
+  double inv_temperature = 1.0;   // 1 / tau
+  double decay = 0.0;             // srste's lambda_w
+  const float* scale = nullptr;   // Smart Rescale scalar (nm_gumbel); nullptr means 1
+  DType score_dtype = DType::kFloat32;
+  DType weight_dtype = DType::kFloat32;
+  const void* scores = nullptr;
+  const void* weight = nullptr;
+
+  void* masked = nullptr;        // the masked weight (forward; backward when set, may alias grad)
+  const void* grad = nullptr;    // dLoss/d(masked weight), weight dtype
+  void* grad_scores = nullptr;   // score dtype
+  void* grad_weight = nullptr;   // weight dtype
+
+  double* partials = nullptr;    // per-tile sums of g * w * m (Smart Rescale), in tile order
+  float* grad_scale = nullptr;   // CUDA: the reduced Smart Rescale gradient
 };
 
 // Edge-Popup: keep the elements whose magnitude key (ste.h) is above `threshold`, and of those
