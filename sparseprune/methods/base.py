@@ -117,6 +117,13 @@ class MaskMethod(ABC):
     """
 
     name: ClassVar[str] = ""
+
+    def __new__(cls, *args: Any, pattern: Optional[str] = None, **kwargs: Any):
+        # With a pattern, a method that has an N:M variant is that variant (same options).
+        if pattern is not None and cls in _PATTERN_VARIANTS:
+            cls = _PATTERN_VARIANTS[cls]
+        return super().__new__(cls)
+
     # The parameters attach() registers on the layer (see sparseprune.mask_parameters).
     parameter_names: ClassVar[tuple[str, ...]] = ("scores",)
     # False for a mask that something else sets ("fixed": prune_at_init, set_masks); the
@@ -252,6 +259,16 @@ def layers_using(model: nn.Module, cls: type[MaskMethod]) -> list[tuple[str, "Ma
 
 
 _REGISTRY: dict[str, type[MaskMethod]] = {}
+# A method class -> its N:M variant, which MaskMethod(..., pattern="N:M") builds instead.
+_PATTERN_VARIANTS: dict[type[MaskMethod], type[MaskMethod]] = {}
+
+
+def pattern_variant(plain: type[MaskMethod]):
+    """Class decorator: ``plain(..., pattern="N:M")`` builds the decorated class instead."""
+    def decorate(variant: type[MaskMethod]) -> type[MaskMethod]:
+        _PATTERN_VARIANTS[plain] = variant
+        return variant
+    return decorate
 
 
 def register(cls: type[MaskMethod]) -> type[MaskMethod]:

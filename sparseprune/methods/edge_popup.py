@@ -44,13 +44,6 @@ class EdgePopup(MaskMethod):
     recipe = Recipe({"scores": 0.1}, weight_decay=1e-4, lr_schedule="cosine",
                     source="METHODS.md 3.4 (hidden-networks small-scale configs)")
 
-    def __new__(cls, *args: Any, pattern: Optional[str] = None, **kwargs: Any):
-        # With a pattern: top-N of every M (methods/nm.py), with the same options.
-        if pattern is not None and cls is EdgePopup:
-            from .nm import PatternEdgePopup
-            cls = PatternEdgePopup
-        return super().__new__(cls)
-
     def __init__(self, density: float = 0.5, weight_init: Optional[str] = None,
                  scale_fan: bool = False, train_weights: bool = False,
                  scores_dtype: Optional[torch.dtype] = None, pattern: Optional[str] = None,

@@ -26,7 +26,7 @@ from torch import Tensor
 from .. import _validate as V
 from .. import functional as SF
 from ..select import nm_candidates, nm_groups, nm_ungroup, top_n_of_m
-from .base import MaskMethod, Recipe, register
+from .base import MaskMethod, Recipe, pattern_variant, register
 from .edge_popup import EdgePopup
 from .init import init_weight_, kaiming_uniform_scores, signed_std_
 from .stochastic import ASLP
@@ -95,6 +95,7 @@ class NmPattern:
                          "finalize without density= keeps exactly N of every M")
 
 
+@pattern_variant(ASLP)
 class PatternASLP(NmPattern, ASLP):
     """``"aslp"`` with ``pattern="N:M"``: learned N:M masks (MaskLLM's categorical Gumbel-softmax
     over the candidate patterns, our fused straight-through variant; docs/METHODS.md 13.2).
@@ -255,6 +256,7 @@ class PatternASLP(NmPattern, ASLP):
         return self.stored(layer, nm_ungroup(best, self.logical(layer, layer.weight).shape))
 
 
+@pattern_variant(EdgePopup)
 class PatternEdgePopup(NmPattern, EdgePopup):
     """``"edge_popup"`` with ``pattern="N:M"``: one real score per weight; each group of M
     consecutive input weights keeps its N largest ``|scores|`` (ties: the lower index), the

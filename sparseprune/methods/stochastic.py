@@ -124,13 +124,6 @@ class ASLP(StochasticMethod):
     name = "aslp"
     recipe = Recipe({"scores": 50.0, "scale": 1e-3}, source="METHODS.md 1.5 (ASLP reference)")
 
-    def __new__(cls, *args: Any, pattern: Optional[str] = None, **kwargs: Any):
-        # With a pattern, an ASLP is the N:M method (methods/nm.py), which takes the same options.
-        if pattern is not None and cls is ASLP:
-            from .nm import PatternASLP
-            cls = PatternASLP
-        return super().__new__(cls)
-
     def __init__(self, temperature: float = 1.0, rescale: Optional[str] = None,
                  signed_constant: bool = False, init_logit: float = 0.0,
                  train_weights: bool = False, sample_in_eval: bool = False,
