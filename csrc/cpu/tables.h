@@ -116,15 +116,15 @@ struct SparseKernels {
 SP_KERNEL_FAMILY(SparseKernels);
 
 // N:M inference (format "nm"): cpu/kernels/nm_spmm_kernel.cpp.
-struct NmKernels {
+struct NmSpmmKernels {
   const char* isa;
   // Batch 1: outputs [row_begin, row_end) of y from p.x.
-  void (*gemv)(const NmParams& p, int64_t row_begin, int64_t row_end);
+  void (*gemv)(const NmSpmmParams& p, int64_t row_begin, int64_t row_end);
   // Batch >= 2: outputs [row_begin, row_end) of batch rows [batch_begin, batch_end), from p.xt.
-  void (*gemm)(const NmParams& p, int64_t row_begin, int64_t row_end, int64_t batch_begin,
+  void (*gemm)(const NmSpmmParams& p, int64_t row_begin, int64_t row_end, int64_t batch_begin,
                int64_t batch_end);
 };
-SP_KERNEL_FAMILY(NmKernels);
+SP_KERNEL_FAMILY(NmSpmmKernels);
 
 }  // namespace cpu
 }  // namespace sparseprune

@@ -97,7 +97,7 @@ at::Tensor nm_linear(const at::Tensor& input, const at::Tensor& values, const at
   const at::Tensor x = input.reshape({batch, cols}).to(at::kFloat).contiguous();
   at::Tensor y = at::empty({batch, rows}, x.options());
 
-  NmParams p;
+  NmSpmmParams p;
   p.w.rows = rows;
   p.w.cols = cols;
   p.w.n = static_cast<int32_t>(n);
@@ -111,7 +111,7 @@ at::Tensor nm_linear(const at::Tensor& input, const at::Tensor& values, const at
   p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
   p.batch = batch;
   p.y = y.data_ptr<float>();
-  const cpu::NmKernels& k = cpu::active<cpu::NmKernels>();
+  const cpu::NmSpmmKernels& k = cpu::active<cpu::NmSpmmKernels>();
   const int64_t row_blocks = ceil_div(rows, kRowBlock);
   if (rows > 0 && batch == 1) {
     p.x = x.data_ptr<float>();

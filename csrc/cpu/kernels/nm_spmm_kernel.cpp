@@ -198,7 +198,7 @@ float row_dot(const NmMatrix& w, int64_t r, const float* x) {
 }
 
 template <class T>
-void gemv_rows(const NmParams& p, int64_t row_begin, int64_t row_end) {
+void gemv_rows(const NmSpmmParams& p, int64_t row_begin, int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {
     const float dot = row_dot<T>(p.w, r, p.x);
     p.y[r] = p.bias ? dot + p.bias[r] : dot;
@@ -291,7 +291,7 @@ void row_tile_any(const NmMatrix& w, const T* val, const uint32_t* idx, const fl
 // Outputs [r0, r1) (at most kRowBlock) x batch rows [b0, b0 + width) (width <= kTile), into
 // block[r - r0][0 .. width), starting from the bias.
 template <int kParts, bool kFull, class T>
-void block_tile(const NmParams& p, int64_t r0, int64_t r1, int64_t b0, int64_t width,
+void block_tile(const NmSpmmParams& p, int64_t r0, int64_t r1, int64_t b0, int64_t width,
                 float (*block)[kTile]) {
   const NmMatrix& w = p.w;
   for (int64_t r = r0; r < r1; ++r)
@@ -314,14 +314,14 @@ void block_tile(const NmParams& p, int64_t r0, int64_t r1, int64_t b0, int64_t w
 }
 
 template <int kParts, class T>
-void block_any(const NmParams& p, int64_t r0, int64_t r1, int64_t b0, int64_t width,
+void block_any(const NmSpmmParams& p, int64_t r0, int64_t r1, int64_t b0, int64_t width,
                float (*block)[kTile]) {
   if (width == kParts * kW) block_tile<kParts, true, T>(p, r0, r1, b0, width, block);
   else block_tile<kParts, false, T>(p, r0, r1, b0, width, block);
 }
 
 template <class T>
-void gemm_rows(const NmParams& p, int64_t row_begin, int64_t row_end, int64_t batch_begin,
+void gemm_rows(const NmSpmmParams& p, int64_t row_begin, int64_t row_end, int64_t batch_begin,
                int64_t batch_end) {
   alignas(64) float block[kRowBlock][kTile];
   const int64_t rows = p.w.rows;
@@ -345,12 +345,12 @@ void gemm_rows(const NmParams& p, int64_t row_begin, int64_t row_end, int64_t ba
 
 }  // namespace
 
-void nm_gemv(const NmParams& p, int64_t row_begin, int64_t row_end) {
+void nm_gemv(const NmSpmmParams& p, int64_t row_begin, int64_t row_end) {
   if (p.w.bf16) gemv_rows<uint16_t>(p, row_begin, row_end);
   else gemv_rows<float>(p, row_begin, row_end);
 }
 
-void nm_gemm(const NmParams& p, int64_t row_begin, int64_t row_end, int64_t batch_begin,
+void nm_gemm(const NmSpmmParams& p, int64_t row_begin, int64_t row_end, int64_t batch_begin,
              int64_t batch_end) {
   if (p.w.bf16) gemm_rows<uint16_t>(p, row_begin, row_end, batch_begin, batch_end);
   else gemm_rows<float>(p, row_begin, row_end, batch_begin, batch_end);
@@ -358,4 +358,4 @@ void nm_gemm(const NmParams& p, int64_t row_begin, int64_t row_end, int64_t batc
 
 SP_NAMESPACE_END
 
-SP_KERNEL_TABLE(NmKernels, &nm_gemv, &nm_gemm)
+SP_KERNEL_TABLE(NmSpmmKernels, &nm_gemv, &nm_gemm)

@@ -30,7 +30,7 @@ inline constexpr int64_t kNmBatchChunk = 64;
 // xt, x transposed in chunks of kNmBatchChunk batch rows: chunk c is a cols x kNmBatchChunk block
 // (rows past the batch zero), so that one kept weight scales a contiguous run of one chunk.
 // y[b * rows + r]. gemm's batch range lies within one chunk.
-struct NmParams {
+struct NmSpmmParams {
   NmMatrix w;
   const float* bias = nullptr;  // nullptr: no bias
   int64_t batch = 0;
