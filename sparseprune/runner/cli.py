@@ -111,7 +111,7 @@ def _train_parser(sub) -> None:
                         f"a density option ({role['option']}) trains with it; methods with a "
                         f"learned density ({role['learned']}) train toward it with a budget "
                         "(by default a constraint on the density each method's own final rule "
-                        "keeps, ramped over the first 80 % of the steps, then the masks commit) "
+                        "keeps, ramped over the first 80 %% of the steps, then the masks commit) "
                         "and the final top-k by score keeps exactly it; for the others the final "
                         "top-k alone imposes it")
     g.add_argument("--density-scope", choices=V.SCOPES,
