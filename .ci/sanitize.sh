@@ -6,6 +6,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
+# The tests run from $OUT/pkg: a relative interpreter path (make passes .venv/bin/python) must be
+# made absolute, without resolving the venv's symlink.
+case $PY in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac
 OUT=build-sanitize
 mkdir -p "$OUT"
 log="$OUT/sanitize.log"
