@@ -58,15 +58,25 @@ def record_masks(model: nn.Module) -> list[dict[str, torch.Tensor]]:
 
         def next_rng(layer=layer, name=name, draw=draw):
             pair = draw()
-            ones = torch.ones(layer.scores.shape)
-            mask = SF.masked_weight(ones, layer.scores.detach().float().cpu(), method="aslp",
-                                    rng=pair) != 0
+            mask = sampled_mask(layer, pair)
             if not log or name in log[-1]:
                 log.append({})
             log[-1][name] = mask
             return pair
         layer.next_rng = next_rng
     return log
+
+
+def sampled_mask(layer: nn.Module, pair: torch.Tensor) -> torch.Tensor:
+    """The mask an ASLP layer (unstructured, or learned N:M logits) samples from ``pair``."""
+    scores = layer.scores.detach().float().cpu()
+    pattern = getattr(layer.method, "pattern_name", None)
+    if pattern is None:
+        return SF.masked_weight(torch.ones(scores.shape), scores, method="aslp", rng=pair) != 0
+    ones = torch.ones(layer.method.logical(layer, layer.weight).shape)
+    return SF.masked_weight(ones, scores, method="nm_gumbel", pattern=pattern,
+                            schedule=layer.method.schedule, hard=layer.method.hard,
+                            rng=pair) != 0
 
 
 def optimizer(model: nn.Module, lr: float = 0.5) -> torch.optim.Optimizer:

@@ -1,7 +1,8 @@
 """FSDP2 (``fully_shard`` per block and at the root; gloo, 2 ranks on CPU) on a small transformer:
 the masks at every step are the unsharded model's, outputs and parameters agree, the final masks
 (global top-k) and the sparsity report count the whole masks, finalize says how to finalize a
-sharded model, and a bypassed mask fails loudly. One spawn serves every test of the module."""
+sharded model, learned 2:4 masks (``pattern="2:4"``) sample exactly the unsharded model's groups,
+and a bypassed mask fails loudly. One spawn serves every test of the module."""
 
 from __future__ import annotations
 
@@ -61,6 +62,12 @@ def _fsdp_worker(rank, world, out):
     result["popup"] = {"full": sp.distributed.full_state_dict(popup),
                        "own_final": sp.final_masks(popup),
                        "final": sp.final_masks(popup, density=DENSITY, scope="local")}
+
+    # Learned 2:4 masks: the noise is keyed by the global group index, the groups stay whole.
+    nm = shard(transformer(seed=0, pattern="2:4"))
+    masks, _ = train(nm, STEPS, SHAPE, rank, world)
+    result["nm"] = {"masks": masks, "full": sp.distributed.full_state_dict(nm),
+                    "own_final": sp.final_masks(nm)}
 
     torch.manual_seed(0)
     bypass = sp.convert(_Bypass(), "aslp")
@@ -124,3 +131,19 @@ def test_edge_popup_top_k_on_sharded_scores(ranks):
             assert int(mask.sum()) == round(0.5 * mask.numel())
         for name, mask in sp.final_masks(twin, density=DENSITY, scope="local").items():
             assert torch.equal(r["popup"]["final"][name], mask), name
+
+
+def test_learned_2to4_masks_under_fsdp2_equal_the_unsharded_model(ranks):
+    model = transformer(seed=0, pattern="2:4")
+    masks, _ = train(model, STEPS, SHAPE)
+    for r in ranks:
+        for step, expected in enumerate(masks):
+            assert list(r["nm"]["masks"][step]) == list(expected)
+            for name, mask in expected.items():
+                assert torch.equal(r["nm"]["masks"][step][name], mask), (step, name)
+                groups = mask.reshape(-1, 4).sum(1)
+                assert bool((groups == 2).all()), (step, name)  # exactly 2 of every 4 inputs
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(r["nm"]["full"][key], value, rtol=1e-5, atol=1e-6)
+        for name, mask in sp.final_masks(model).items():
+            assert torch.equal(r["nm"]["own_final"][name], mask), name
