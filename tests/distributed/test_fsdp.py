@@ -136,6 +136,7 @@ def test_edge_popup_top_k_on_sharded_scores(ranks):
 def test_learned_2to4_masks_under_fsdp2_equal_the_unsharded_model(ranks):
     model = transformer(seed=0, pattern="2:4")
     masks, _ = train(model, STEPS, SHAPE)
+    assert len(masks) == STEPS and all(len(m) == len(sp.masked_layers(model)) for m in masks)
     for r in ranks:
         for step, expected in enumerate(masks):
             assert list(r["nm"]["masks"][step]) == list(expected)
