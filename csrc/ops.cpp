@@ -81,6 +81,12 @@ TORCH_LIBRARY(sparseprune, m) {
       "nm_masked_linear_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor scores, "
       "Tensor? scale, str method, int n, int m, Tensor schedule, bool hard, float decay, "
       "Tensor rng, bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Edge-Popup's selection alone: the threshold t of the top round(density * numel) |scores|
+  // (float32, 0-dim, on the scores' device): |s| > t is kept, |s| == t kept in index order up to
+  // the count, the rest dropped (t = 0 when everything is kept). What masked_weight's forward
+  // and backward run before their pass over the weight (NaN when it keeps nothing); the
+  // benchmarks time it (T6).
+  m.def("topk_threshold(Tensor scores, float density) -> Tensor");
   // The random stream itself: raw Philox words (int32 bit patterns) and logistic noise.
   m.def("philox_bits(int numel, int seed, int offset, Device device) -> Tensor");
   m.def("logistic_noise(int numel, int seed, int offset, Device device) -> Tensor");

@@ -39,6 +39,19 @@ const Family& table();
   }                                                                                     \
   }
 
+// Edge-Popup's sampled selection (host/topk.cpp), one pass over the scores of tiles
+// [tile_begin, tile_end): keys (ste.h magnitude_key) above `hi` are counted, keys in [lo, hi] are
+// written to keys[0, capacity) in index order (the count goes on past capacity: more than
+// `capacity` gathered means the band overflowed), per_tile[t] the number tile t gave.
+struct TopkBand {
+  uint32_t lo = 0, hi = 0;
+  uint32_t* keys = nullptr;
+  int64_t capacity = 0;
+  int64_t* per_tile = nullptr;  // indexed by absolute tile
+  int64_t above = 0;            // out
+  int64_t gathered = 0;         // out
+};
+
 // Stochastic masks (ASLP, Supermask) and Edge-Popup's top-k, over whole tiles
 // [tile_begin, tile_end): cpu/kernels/mask_table.cpp.
 struct MaskKernels {
@@ -49,11 +62,15 @@ struct MaskKernels {
   // One-pass backward: whichever of grad_scores, grad_weight, masked are set, and per-tile sums
   // of g * w * z into p.partials when set; true if any score in the range is NaN.
   bool (*stochastic_backward)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
-  // DWR backward, pass 1: packed slopes into p.slopes, per-tile (sum w z g, kept) pairs; true on
-  // a NaN score.
+  // DWR backward, pass 1: packed slopes into p.slopes (Supermask with p.keep_bits set: the keep
+  // bits instead), per-tile (sum w z g, kept) pairs; true on a NaN score.
   bool (*dwr_collect)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
   // DWR backward, pass 2: from p.slopes and p.dwr_factors, no noise.
   void (*dwr_finish)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
+  // DWR forward, count before writing: pass 1 writes p.keep_bits and the kept count per tile
+  // into p.partials (true on a NaN score); pass 2 writes p.masked = r * w * z from them.
+  bool (*dwr_count)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
+  void (*dwr_apply)(const StochasticParams& p, int64_t tile_begin, int64_t tile_end);
 
   // Edge-Popup: a radix-select histogram step (adds into hist[kHistogramBins]), the number of keys
   // equal to the threshold per tile, and the forward / backward passes.
@@ -61,6 +78,7 @@ struct MaskKernels {
                          int64_t tile_end, int64_t* hist);
   void (*topk_count_ties)(const TopkParams& p, int64_t tile_begin, int64_t tile_end,
                           int64_t* per_tile);
+  void (*topk_band)(const TopkParams& p, TopkBand& band, int64_t tile_begin, int64_t tile_end);
   bool (*topk_forward)(const TopkParams& p, int64_t tile_begin, int64_t tile_end);  // true on NaN
   bool (*topk_backward)(const TopkParams& p, int64_t tile_begin, int64_t tile_end);  // true on NaN
 

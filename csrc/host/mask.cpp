@@ -1,5 +1,7 @@
 #include "mask.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "check.h"
@@ -42,11 +44,43 @@ at::Tensor dwr_multiplier(int64_t numel, const at::Tensor& kept, at::ScalarType 
       .to(weight_dtype == at::kDouble ? at::kDouble : at::kFloat);
 }
 
+// p.keep_bits storage for numel elements: whole 64-bit groups.
+at::Tensor keep_bits_for(int64_t numel) {
+  return at::empty({(numel + 63) / 64 * 2}, at::TensorOptions().dtype(at::kInt));
+}
+
+// DWR forward on CPU, counting before writing: pass 1 samples z into one bit per weight and
+// counts it, pass 2 writes r * w * z, so r costs no pass of its own (not even on the output).
+// The same values as w * z then a multiply by r: one rounding of w * r either way.
+void dwr_forward_cpu(const char* op, StochasticParams& p) {
+  const at::Tensor bits = keep_bits_for(p.numel);
+  const at::Tensor kept = partials_for(p.numel, 1, at::kCPU);
+  p.keep_bits = reinterpret_cast<uint32_t*>(bits.data_ptr<int32_t>());
+  p.partials = kept.data_ptr<double>();
+  const cpu::MaskKernels& k = cpu::active<cpu::MaskKernels>();
+  std::atomic<bool> nan{false};
+  at::parallel_for(0, kept.size(0), kGrainTiles, [&](int64_t begin, int64_t end) {
+    if (k.dwr_count(p, begin, end)) nan = true;
+  });
+  check_no_nan(op, nan);
+  // dwr_multiplier's r (the kernel rounds it to float unless the weight is float64); the
+  // counts are integers, so their sum is exact in any order.
+  const double total = sum_in_tile_order(p.partials, kept.size(0));
+  const double factors[2] = {static_cast<double>(p.numel) / std::max(total, 1.0), 0.0};
+  p.dwr_factors = factors;
+  at::parallel_for(0, kept.size(0), kGrainTiles,
+                   [&](int64_t begin, int64_t end) { k.dwr_apply(p, begin, end); });
+}
+
 at::Tensor stochastic_forward(const char* op, const at::Tensor& w, const at::Tensor& s,
                               const MaskArgs& args, at::Tensor& multiplier) {
   at::Tensor masked = at::empty_like(w, at::MemoryFormat::Contiguous);
   StochasticParams p = stochastic_params(w, s, args);
   p.masked = masked.data_ptr();
+  if (uses_dwr(args) && w.device().is_cpu()) {
+    if (p.numel > 0) dwr_forward_cpu(op, p);
+    return masked;
+  }
   at::Tensor kept;
   if (uses_dwr(args)) {
     kept = partials_for(p.numel, 1, w.device());
@@ -87,7 +121,13 @@ void dwr_backward(const char* op, StochasticParams& p, const at::Device& device,
   if (p.numel == 0) return;
   at::Tensor partials = partials_for(p.numel, 2, device);
   p.partials = partials.data_ptr<double>();
-  p.slopes = slopes.data_ptr<float>();
+  at::Tensor bits;
+  if (p.rule == Stochastic::kSupermask && device.is_cpu()) {  // one bit per weight, not a slope
+    bits = keep_bits_for(p.numel);
+    p.keep_bits = reinterpret_cast<uint32_t*>(bits.data_ptr<int32_t>());
+  } else {
+    p.slopes = slopes.data_ptr<float>();
+  }
   check_no_nan(op, run_tiles(op, device, p, &cpu::MaskKernels::dwr_collect, SP_CUDA(dwr_collect)));
   const at::Tensor sums = partials.sum(0);  // [sum w z g, M]
   const at::Tensor kept = sums.select(0, 1).clamp_min(1.0);
@@ -169,8 +209,10 @@ MaskGrads mask_backward(const char* op, at::Tensor& grad, const at::Tensor& weig
   if (uses_dwr(args)) {
     // Pass 1's packed slopes go to the score gradient itself when it is float32.
     const bool reuse = need_scores && s.scalar_type() == at::kFloat;
+    const bool bits = p.rule == Stochastic::kSupermask && w.device().is_cpu();  // no slopes
     dwr_backward(op, p, w.device(),
-                 reuse ? out.scores : at::empty(w.sizes(), w.options().dtype(at::kFloat)));
+                 reuse || bits ? out.scores
+                               : at::empty(w.sizes(), w.options().dtype(at::kFloat)));
     return out;
   }
   if (need_scale) out.scale = at::empty_like(*args.scale);

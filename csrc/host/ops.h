@@ -26,6 +26,9 @@ Grads3 masked_weight_backward(const at::Tensor& grad, const at::Tensor& weight,
                               std::string rescale, double temperature, double density,
                               const at::Tensor& rng, std::array<bool, 3> output_mask);
 
+// Edge-Popup's top-k threshold of |scores| on its own (csrc/ops.cpp).
+at::Tensor topk_threshold(const at::Tensor& scores, double density);
+
 at::Tensor masked_linear(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& scores, const OptTensor& bias, const OptTensor& scale,
                          std::string method, std::string rescale, double temperature,

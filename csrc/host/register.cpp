@@ -12,6 +12,7 @@ namespace {
 void register_device_impls(torch::Library& m) {
   m.impl("masked_weight", &masked_weight);
   m.impl("masked_weight_backward", &masked_weight_backward);
+  m.impl("topk_threshold", &topk_threshold);
   m.impl("masked_linear", &masked_linear);
   m.impl("masked_linear_backward", &masked_linear_backward);
   m.impl("masked_conv2d", &masked_conv2d);

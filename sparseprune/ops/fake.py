@@ -167,6 +167,10 @@ def _register_fakes() -> None:
             f"{list(log_alpha.shape)}, got {list(grad.shape)}"))
         return _empty_like(log_alpha) if output_mask[0] else None
 
+    @fake("sparseprune::topk_threshold")
+    def _topk_threshold(scores, density):
+        return scores.new_empty((), dtype=torch.float32)
+
     @fake("sparseprune::philox_bits")
     def _philox_bits(numel, seed, offset, device):
         return torch.empty((numel,), dtype=torch.int32, device=device)

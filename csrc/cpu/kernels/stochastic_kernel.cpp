@@ -1,12 +1,33 @@
-// Stochastic mask kernels (ASLP, Supermask): forward (scores, weight -> masked weight, and the
-// kept count for DWR) and backward: one pass without rescaling or with Smart Rescale, two with DWR
-// (see ste.h). The noise is regenerated from (seed, offset) in every pass; nothing is saved.
+// Stochastic mask kernels (ASLP, Supermask): forward (scores, weight -> masked weight; with DWR on
+// CPU two passes, the kept count before the write that applies r) and backward: one pass without
+// rescaling or with Smart Rescale, two with DWR (see ste.h). The noise is regenerated from (seed, offset) in every pass; nothing is saved.
 #include "mask_kernels.h"
 
 SP_NAMESPACE_BEGIN
 namespace {
 
 inline float scale_of(const StochasticParams& p) { return p.scale ? *p.scale : 1.0f; }
+
+// p.keep_bits (params.h): the n <= 64 bits of the group that starts at element `first`, a
+// multiple of 64, so that a group owns its words.
+inline void store_keep_bits(uint32_t* keep_bits, int64_t first, int n, uint64_t bits) {
+  uint32_t* word = keep_bits + first / 32;
+  word[0] = static_cast<uint32_t>(bits);
+  if (n > 32) word[1] = static_cast<uint32_t>(bits >> 32);
+}
+
+// The keep mask of elements [i, i + width) from p.keep_bits; i is a multiple of F's width, which
+// divides 64, so the lanes never straddle a 64-bit boundary.
+template <class F>
+typename Lanes<F>::M load_keep_bits(const uint32_t* keep_bits, int64_t i) {
+  constexpr int kW = Lanes<F>::kWidth;
+  uint64_t b;
+  if constexpr (kW == 64)
+    b = keep_bits[i / 32] | (static_cast<uint64_t>(keep_bits[i / 32 + 1]) << 32);
+  else
+    b = keep_bits[i / 32] >> (i % 32);
+  return mask_from_bits(b, static_cast<const typename Lanes<F>::M*>(nullptr));
+}
 
 template <Stochastic R, class V, class ST, class WT>
 bool forward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
@@ -35,6 +56,55 @@ bool forward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_e
   };
   for_each_philox_tile<V, WT, 1>(p.seed, p.offset, p.numel, tile_begin, tile_end, group, finish);
   return nan_seen;
+}
+
+// DWR forward, pass 1 (count before writing): the samples z as p.keep_bits and the kept count
+// per tile into p.partials; reads only the scores.
+template <Stochastic R, class V, class ST, class WT>
+bool dwr_count_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  bool nan_seen = false;
+  int64_t kept = 0;  // of the current tile
+  auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t, auto*) {
+    using F = decltype(lane);
+    const ST* s = in<ST>(p.scores, first);
+    auto nan = is_nan(F(0.0f));
+    uint64_t word = 0;
+    for (int j = 0; j < n; j += Lanes<F>::kWidth) {
+      const F sv = IO<F>::load(s + j);
+      const auto keep =
+          stochastic_keep_from_uniform<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)));
+      word |= lane_bits(keep) << j;
+      nan = nan | is_nan(sv);
+    }
+    store_keep_bits(p.keep_bits, first, n, word);
+    kept += __builtin_popcountll(word);
+    nan_seen = nan_seen || any(nan);
+  };
+  auto finish = [&](int64_t t, const double*) {
+    p.partials[t] = static_cast<double>(kept);
+    kept = 0;
+  };
+  for_each_philox_tile<V, WT, 0>(p.seed, p.offset, p.numel, tile_begin, tile_end, group, finish);
+  return nan_seen;
+}
+
+// DWR forward, pass 2: masked = r * w * z from p.keep_bits, r = p.dwr_factors[0]; no noise.
+template <class F, class WT>
+void dwr_apply_range(const StochasticParams& p, int64_t first, int64_t end) {
+  using W = WeightLane<F, WT>;
+  const W r = lane_of<W>(p.dwr_factors[0]);
+  for (int64_t i = first; i < end; i += Lanes<F>::kWidth) {
+    const auto keep = load_keep_bits<F>(p.keep_bits, i);
+    IO<W>::store(out<WT>(p.masked, i), masked_weight(keep, IO<W>::load(in<WT>(p.weight, i)), r));
+  }
+}
+
+template <class V, class WT>
+void dwr_apply_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  const int64_t begin = tile_begin * kTileElems, end = end_of_tile(p.numel, tile_end - 1);
+  const int64_t vector_end = begin + (end - begin) / Lanes<V>::kWidth * Lanes<V>::kWidth;
+  dwr_apply_range<V, WT>(p, begin, vector_end);
+  dwr_apply_range<float, WT>(p, vector_end, end);
 }
 
 template <Stochastic R, class V, class ST, class WT>
@@ -87,19 +157,27 @@ bool dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t ti
     const ST* s = in<ST>(p.scores, first);
     const WT* w = in<WT>(p.weight, first);
     const WT* g = in<WT>(p.grad, first);
-    float* slopes = p.slopes + first;
+    const bool use_bits = R == Stochastic::kSupermask && p.keep_bits;
+    float* slopes = use_bits ? nullptr : p.slopes + first;
     const F inv_tau(p.inv_temperature);
     auto nan = is_nan(F(0.0f));
+    uint64_t word = 0;
     for (int j = 0; j < n; j += Lanes<F>::kWidth) {
       typename Lanes<F>::M keep;
       F slope;
       const F sv = IO<F>::load(s + j);
       nan = nan | is_nan(sv);
-      keep_and_slope<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)), inv_tau, keep, slope);
-      IO<F>::store(slopes + j, pack_slope(slope, keep));
+      if (use_bits) {  // Supermask: the slope is noise-free, pass 2 recomputes it from the score
+        keep = stochastic_keep_from_uniform<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)));
+        word |= lane_bits(keep) << j;
+      } else {
+        keep_and_slope<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)), inv_tau, keep, slope);
+        IO<F>::store(slopes + j, pack_slope(slope, keep));
+      }
       sums[0].add(pos + j, select(keep, IO<W>::load(w + j) * IO<W>::load(g + j), W(0.0f)));
       sums[1].add(pos + j, select(keep, W(1.0f), W(0.0f)));
     }
+    if (use_bits) store_keep_bits(p.keep_bits, first, n, word);
     nan_seen = nan_seen || any(nan);
   };
   auto finish = [&](int64_t t, const double* totals) {
@@ -119,7 +197,12 @@ void dwr_finish_range(const StochasticParams& p, int64_t first, int64_t end) {
     const W gv = IO<W>::load(in<WT>(p.grad, i)), wv = IO<W>::load(in<WT>(p.weight, i));
     F gs;
     W gw, masked;
-    dwr_finish(gv, wv, IO<F>::load(p.slopes + i), r, c, gs, gw, masked);
+    // With keep bits (Supermask), the same packed slope pass 1 would have stored.
+    const F packed = p.keep_bits ? pack_slope(logistic_slope(IO<F>::load(in<ST>(p.scores, i)),
+                                                             F(1.0f)),
+                                              load_keep_bits<F>(p.keep_bits, i))
+                                 : IO<F>::load(p.slopes + i);
+    dwr_finish(gv, wv, packed, r, c, gs, gw, masked);
     if (p.grad_scores) IO<F>::store(out<ST>(p.grad_scores, i), gs);
     if (p.grad_weight) IO<W>::store(out<WT>(p.grad_weight, i), gw);
     if (p.masked) IO<W>::store(out<WT>(p.masked, i), masked);
@@ -151,6 +234,15 @@ void dwr_finish_tiles(const StochasticParams& p, int64_t tile_begin, int64_t til
 SP_STOCHASTIC_ENTRY(run_stochastic_forward, forward_tiles, bool)
 SP_STOCHASTIC_ENTRY(run_stochastic_backward, backward_tiles, bool)
 SP_STOCHASTIC_ENTRY(run_dwr_collect, dwr_collect_tiles, bool)
+SP_STOCHASTIC_ENTRY(run_dwr_count, dwr_count_tiles, bool)
+
+void run_dwr_apply(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  visit_dtypes(p.score_dtype, p.weight_dtype, [&](auto* st, auto* wt) {
+    using ST = std::remove_pointer_t<decltype(st)>;
+    using WT = std::remove_pointer_t<decltype(wt)>;
+    dwr_apply_tiles<LaneFor<ST, WT>, WT>(p, tile_begin, tile_end);
+  });
+}
 
 void run_dwr_finish(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
   visit_dtypes(p.score_dtype, p.weight_dtype, [&](auto* st, auto* wt) {

@@ -1,5 +1,6 @@
-// Edge-Popup kernels: the radix-select histogram steps that find a layer's top-k threshold of
-// |scores| without sorting (csrc/host/topk.cpp drives them), and the forward and backward passes
+// Edge-Popup kernels: the radix-select histogram steps and the one-pass band gather (the sampled
+// selection) that find a layer's top-k threshold of |scores| without sorting (csrc/host/topk.cpp
+// drives them), and the forward and backward passes
 // that apply it. The keep rule, with key = magnitude_key(s):
 //   key > threshold, or key == threshold and among the first tie_quota[tile] such keys of the tile.
 #include "mask_kernels.h"
@@ -53,6 +54,48 @@ void count_ties_tiles(const TopkParams& p, int64_t tile_begin, int64_t tile_end,
     for (; i < end; ++i) ties += magnitude_key(IO<float>::load(s + i)) == p.threshold;
     per_tile[t] = ties;
   }
+}
+
+// One pass of the sampled selection (TopkBand in tables.h): counts the keys above band.hi and
+// gathers those in [band.lo, band.hi] in index order, with how many each tile gave.
+template <class V, class ST>
+void band_tiles(const TopkParams& p, cpu::TopkBand& band, int64_t tile_begin, int64_t tile_end) {
+  using U = typename Lanes<V>::U;
+  constexpr int kW = Lanes<V>::kWidth;
+  static_assert(kW <= 64, "lane_bits holds at most 64 lanes");
+  alignas(64) uint32_t keys[kW];
+  // Signed lane comparisons (keys < 2^31): lo - 1 wraps to -1 for lo = 0, below every key.
+  const uint32_t lo_minus_1 = band.lo - 1u, hi = band.hi;
+  const ST* s = static_cast<const ST*>(p.scores);
+  int64_t above = 0, gathered = 0;
+  auto gather = [&](uint32_t key) {
+    if (gathered < band.capacity) band.keys[gathered] = key;
+    ++gathered;
+  };
+  for (int64_t t = tile_begin; t < tile_end; ++t) {
+    const int64_t tile_start = gathered;
+    int64_t i = t * kTileElems;
+    const int64_t end = end_of_tile(p.numel, t);
+    for (; i + kW <= end; i += kW) {
+      const U key = magnitude_key(IO<V>::load(s + i));
+      const uint64_t over = lane_bits(key > U(hi));
+      uint64_t in = lane_bits(key > U(lo_minus_1)) & ~over;
+      above += __builtin_popcountll(over);
+      if (in == 0) continue;
+      IO<V>::store_bits(keys, key);
+      for (; in != 0; in &= in - 1) gather(keys[__builtin_ctzll(in)]);
+    }
+    for (; i < end; ++i) {
+      const uint32_t key = magnitude_key(IO<float>::load(s + i));
+      if (key > hi)
+        ++above;
+      else if (key >= band.lo)
+        gather(key);
+    }
+    band.per_tile[t] = gathered - tile_start;
+  }
+  band.above = above;
+  band.gathered = gathered;
 }
 
 // Applies the keep rule to elements [first, first + n) (F lanes at a time): forward writes the
@@ -126,6 +169,14 @@ void run_topk_histogram(const TopkParams& p, const DigitHistogram& step, int64_t
     using V = std::remove_pointer_t<decltype(v)>;
     using ST = std::remove_pointer_t<decltype(st)>;
     histogram_tiles<V, ST>(p, step, tile_begin, tile_end, hist);
+  });
+}
+
+void run_topk_band(const TopkParams& p, cpu::TopkBand& band, int64_t tile_begin, int64_t tile_end) {
+  visit(p, [&](auto* v, auto* st, auto*) {
+    using V = std::remove_pointer_t<decltype(v)>;
+    using ST = std::remove_pointer_t<decltype(st)>;
+    band_tiles<V, ST>(p, band, tile_begin, tile_end);
   });
 }
 

@@ -116,6 +116,28 @@ inline bool all(const Multi<M, N>& m) {
   SP_UNROLL for (int k = 0; k < N; ++k) r = r && all(m.part[k]);
   return r;
 }
+// Bit j * w + i set where lane i of part j (w lanes each) is true; at most 64 lanes in all.
+template <class M, int N>
+inline uint64_t lane_bits(const Multi<M, N>& m) {
+  uint64_t r = 0;
+  int at = 0;
+  SP_UNROLL for (int k = 0; k < N; ++k) {
+    r |= lane_bits(m.part[k]) << at;
+    at += mask_width(m.part[k]);
+  }
+  return r;
+}
+// The inverse of lane_bits: part k's lanes from the bits that follow the parts before it.
+template <class M, int N>
+inline Multi<M, N> mask_from_bits(uint64_t b, const Multi<M, N>*) {
+  Multi<M, N> r;
+  int at = 0;
+  SP_UNROLL for (int k = 0; k < N; ++k) {
+    r.part[k] = mask_from_bits(b >> at, static_cast<const M*>(nullptr));
+    at += mask_width(M{});
+  }
+  return r;
+}
 template <class T, int N>
 inline void mulhilo(uint32_t a, const Multi<T, N>& b, Multi<T, N>& hi, Multi<T, N>& lo) {
   SP_UNROLL for (int k = 0; k < N; ++k) mulhilo(a, b.part[k], hi.part[k], lo.part[k]);

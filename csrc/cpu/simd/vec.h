@@ -16,6 +16,10 @@
 
 SP_NAMESPACE_BEGIN
 
+// One lane's mask as lane bits (vec_*.h define lane_bits for the vector masks).
+inline uint64_t lane_bits(bool m) { return m ? 1u : 0u; }
+inline bool mask_from_bits(uint64_t b, const bool*) { return (b & 1u) != 0; }
+
 // Loads/stores of Lanes<F>::kWidth consecutive elements converted to/from the math type F.
 template <class F>
 struct IO;

@@ -64,6 +64,15 @@ inline VU select(VM m, VU a, VU b) {
 inline VM is_nan(VF x) { return VM{_mm256_cmp_ps(x.v, x.v, _CMP_UNORD_Q)}; }
 inline bool any(VM m) { return _mm256_movemask_ps(m.m) != 0; }
 inline bool all(VM m) { return _mm256_movemask_ps(m.m) == 0xFF; }
+// Bit i set where lane i is true; mask_width: the number of lanes (8).
+inline int mask_width(VM) { return 8; }
+inline uint64_t lane_bits(VM m) { return static_cast<uint32_t>(_mm256_movemask_ps(m.m)); }
+// The mask whose lane i is bit i of b (the inverse of lane_bits).
+inline VM mask_from_bits(uint64_t b, const VM*) {
+  const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i v = _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(b & 0xFFu)), lane);
+  return VM{_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, lane))};
+}
 
 inline void mulhilo(uint32_t a, VU b, VU& hi, VU& lo) {
   const __m256i av = _mm256_set1_epi32(static_cast<int>(a));

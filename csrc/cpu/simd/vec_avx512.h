@@ -61,6 +61,11 @@ inline VU select(VM m, VU a, VU b) { return VU(_mm512_mask_blend_epi32(m.m, b.v,
 inline VM is_nan(VF x) { return VM{_mm512_cmp_ps_mask(x.v, x.v, _CMP_UNORD_Q)}; }
 inline bool any(VM m) { return m.m != 0; }
 inline bool all(VM m) { return m.m == 0xFFFF; }
+// Bit i set where lane i is true; mask_width: the number of lanes (16).
+inline int mask_width(VM) { return 16; }
+inline uint64_t lane_bits(VM m) { return m.m; }
+// The mask whose lane i is bit i of b (the inverse of lane_bits).
+inline VM mask_from_bits(uint64_t b, const VM*) { return VM{static_cast<__mmask16>(b)}; }
 
 inline void mulhilo(uint32_t a, VU b, VU& hi, VU& lo) {
   const __m512i av = _mm512_set1_epi32(static_cast<int>(a));

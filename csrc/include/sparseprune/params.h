@@ -38,6 +38,11 @@ struct StochasticParams {
   // DWR passes (see ste.h): pass 1 writes the packed slopes, pass 2 reads them and [r, c].
   float* slopes = nullptr;
   const double* dwr_factors = nullptr;  // [r, c]
+  // CPU only (CUDA leaves it null): one bit per element, bit i % 32 of word i / 32 set where
+  // z_i = 1. The forward's count pass writes it and its write pass applies r from it; with
+  // Supermask the backward's pass 1 writes it instead of `slopes` and pass 2 recomputes the
+  // noise-free slope from the score.
+  uint32_t* keep_bits = nullptr;
 };
 
 // N:M pattern masks (nm.h) over `groups` groups of m consecutive elements of a [groups, m] weight
