@@ -2,7 +2,7 @@
 the same draw where both exist), then returns a zero-argument callable that runs one iteration.
 
   mask_fused / mask_reference   a mask's forward + backward on one weight (T1, T2, T4, T5)
-  topk_fused / topk_kthvalue    Edge-Popup's per-layer selection (T6)
+  topk_selection / topk_fused / topk_kthvalue   Edge-Popup's per-layer selection (T6)
   conv_step                     a Conv2/4/6 training step: dense, fused or reference (T3)
 """
 
@@ -85,6 +85,15 @@ def topk_fused(shape: tuple[int, ...], density: float = 0.5) -> Callable[[], Non
     weight, scores = torch.randn(shape), torch.randn(shape)
     return lambda: ops.masked_weight(weight, scores, None, "edge_popup", "none", 1.0, density,
                                      rng_state(0, 0))
+
+
+def topk_selection(shape: tuple[int, ...], density: float = 0.5) -> Callable[[], None]:
+    """Edge-Popup's selection alone: the top-k threshold of |scores| (checked against kthvalue)."""
+    scores = torch.randn(shape)
+    k = round(density * scores.numel())
+    got = torch.ops.sparseprune.topk_threshold(scores, density)
+    assert got.item() == scores.abs().flatten().kthvalue(scores.numel() - k + 1).values.item()
+    return lambda: torch.ops.sparseprune.topk_threshold(scores, density)
 
 
 def topk_kthvalue(shape: tuple[int, ...], density: float = 0.5) -> Callable[[], None]:
