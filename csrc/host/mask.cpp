@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "buffers.h"
 #include "check.h"
 #include "route.h"
 #include "topk.h"
@@ -73,8 +74,7 @@ void dwr_forward_cpu(const char* op, StochasticParams& p) {
 }
 
 at::Tensor stochastic_forward(const char* op, const at::Tensor& w, const at::Tensor& s,
-                              const MaskArgs& args, at::Tensor& multiplier) {
-  at::Tensor masked = at::empty_like(w, at::MemoryFormat::Contiguous);
+                              const MaskArgs& args, at::Tensor& multiplier, at::Tensor masked) {
   StochasticParams p = stochastic_params(w, s, args);
   p.masked = masked.data_ptr();
   if (uses_dwr(args) && w.device().is_cpu()) {
@@ -171,11 +171,12 @@ MaskArgs mask_args(const char* op, const at::Tensor& weight, const at::Tensor& s
 Masked masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,
                      const MaskArgs& args) {
   const at::Tensor w = weight.contiguous(), s = scores.contiguous();
+  const at::Tensor buffer = empty_buffer(w);
   Masked out;
   if (is_stochastic(args))
-    out.weight = stochastic_forward(op, w, s, args, out.multiplier);
+    out.weight = stochastic_forward(op, w, s, args, out.multiplier, buffer);
   else
-    out.weight = topk_forward(op, w, s, args.density);
+    out.weight = topk_forward(op, w, s, args.density, buffer);
   return out;
 }
 
@@ -194,8 +195,8 @@ MaskGrads mask_backward(const char* op, at::Tensor& grad, const at::Tensor& weig
               "sparseprune::", op, ": internal error: bad gradient buffer");
   const at::Tensor w = weight.contiguous(), s = scores.contiguous();
   MaskGrads out;
-  if (need_weight) out.weight = at::empty_like(w, at::MemoryFormat::Contiguous);
-  if (need_scores) out.scores = at::empty_like(s, at::MemoryFormat::Contiguous);
+  if (need_weight) out.weight = empty_buffer(w);
+  if (need_scores) out.scores = empty_buffer(s);
   void* masked = masked_into_grad ? grad.data_ptr() : nullptr;
   if (!is_stochastic(args)) {
     topk_backward(op, grad, w, s, args.density, out.weight, out.scores, masked);

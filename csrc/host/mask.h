@@ -37,6 +37,8 @@ struct Masked {
   at::Tensor weight;
   at::Tensor multiplier;  // undefined without DWR
 };
+// The masked weight is written into a host::empty_buffer (buffers.h): the pooled huge-page
+// blocks that spare a large layer's step its page faults.
 Masked masked_weight(const char* op, const at::Tensor& weight, const at::Tensor& scores,
                      const MaskArgs& args);
 

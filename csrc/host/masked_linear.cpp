@@ -1,6 +1,7 @@
 // sparseprune::masked_linear: F.linear with the masked weight, which exists only as a transient.
 #include <algorithm>
 
+#include "buffers.h"
 #include "check.h"
 #include "mask.h"
 #include "ops.h"
@@ -48,7 +49,8 @@ Grads5 masked_linear_backward(const at::Tensor& grad_output, const at::Tensor& i
   // One weight-sized buffer: first dLoss/d(masked weight), then the masked weight itself.
   at::Tensor buffer;
   if (need_weight || need_scores || need_scale) {
-    buffer = at::mm(go.t(), input.reshape({batch, in_features})).contiguous();  // (out, in)
+    buffer = empty_buffer(weight);  // (out, in); Note [Large CPU buffers] in buffers.cpp
+    at::mm_out(buffer, go.t(), input.reshape({batch, in_features}));
     grads = mask_backward(op, buffer, weight, scores, args, need_weight, need_scores, need_scale,
                           /*masked_into_grad=*/need_input);
   } else if (need_input) {

@@ -233,8 +233,8 @@ int64_t top_k_count(double density, int64_t numel) {
 }
 
 at::Tensor topk_forward(const char* op, const at::Tensor& weight, const at::Tensor& scores,
-                        double density) {
-  at::Tensor masked = at::empty_like(weight, at::MemoryFormat::Contiguous);
+                        double density, at::Tensor out) {
+  at::Tensor masked = out.defined() ? out : at::empty_like(weight, at::MemoryFormat::Contiguous);
   TopkParams p = topk_params(weight, scores);
   p.masked = masked.data_ptr();
   at::Tensor tie_quota;

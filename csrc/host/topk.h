@@ -10,8 +10,9 @@ int64_t top_k_count(double density, int64_t numel);
 
 // The masked weight: w where |s| is among the top round(density * numel) of the layer, else 0;
 // ties at the threshold are kept in index order. NaN scores raise.
+// `out`, when defined, is the contiguous weight-shaped buffer to write into.
 at::Tensor topk_forward(const char* op, const at::Tensor& weight, const at::Tensor& scores,
-                        double density);
+                        double density, at::Tensor out = {});
 
 // Straight-through backward: grad_scores = sign(s) * w * g, grad_weight = mask * g (each only if
 // defined), and the masked weight into `masked` when not null (it may alias `grad`).
