@@ -134,6 +134,7 @@ def targets_table(r: dict) -> str:
     raw = f"raw op, tunables, {best}"
     public = "`sp.functional` + autograd, default allocator"
     layers = "layers (`sp.convert`, ASLP) + autograd + SGD, default allocator"
+    n = f"{r['size']}²"
     out = [f"Targets (docs/PERFORMANCE.md). Raw ops: `torch.ops.sparseprune.*` with the allocator "
            f"tunables of `make bench`, floor {r['bandwidth_GBps']:.1f} GB/s. User path: a child "
            f"process with glibc's default allocator, floor {u['bandwidth_GBps']:.1f} GB/s measured "
@@ -141,16 +142,16 @@ def targets_table(r: dict) -> str:
            "",
            "| target | path | measured | goal |",
            "|---|---|---|---|",
-           f"| T1 ASLP mask fwd+bwd 4096² / floor | {raw} | "
+           f"| T1 ASLP mask fwd+bwd {n} / floor | {raw} | "
            f"{r['per_isa'][best]['T1_floor_ratio']:.2f}× | ≤ 2.0× |",
            f"| T13 = T1 on the public path | {public} | {u['mask ASLP']['floor_ratio']:.2f}× | "
            f"≤ 2.5× |",
-           f"| T4 Supermask+DWR fwd+bwd 4096² / floor | {raw} | {dwr['floor_ratio']:.2f}× | ≤ 2.5× |",
+           f"| T4 Supermask+DWR fwd+bwd {n} / floor | {raw} | {dwr['floor_ratio']:.2f}× | ≤ 2.5× |",
            f"| T4 on the public path | {public} | {u['mask Supermask+DWR']['floor_ratio']:.2f}× | "
            f"≤ 2.5× |",
            f"| T4 vs the seed code (autograd over reference.py) | {raw} | {dwr['speedup']:.0f}× "
            f"faster | ≥ 10× |",
-           f"| T6 Edge-Popup selection 4096², density 0.5, vs `torch.kthvalue` | {raw} | "
+           f"| T6 Edge-Popup selection {n}, density 0.5, vs `torch.kthvalue` | {raw} | "
            f"{t6['speedup']:.1f}× faster | ≥ 5× |",
            f"| T6 selection / one read of the scores | {raw} | {t6['read_floor_ratio']:.2f}× | ≤ 3× |",
            f"| T6 on the default allocator | `sparseprune::topk_threshold`, default allocator | "
