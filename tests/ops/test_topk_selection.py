@@ -92,3 +92,9 @@ def test_topk_threshold_small_and_edges():
     assert torch.ops.sparseprune.topk_threshold(torch.empty(0), 0.5).item() == 0.0
     with pytest.raises(ValueError, match="topk_threshold: density"):
         torch.ops.sparseprune.topk_threshold(s, 0.0)
+
+
+def test_topk_threshold_opcheck():
+    s = _scores("randn").reshape(512, -1)
+    torch.library.opcheck(torch.ops.sparseprune.topk_threshold.default, (s, 0.5))
+    torch.library.opcheck(torch.ops.sparseprune.topk_threshold.default, (s[:3, :5].clone(), 0.4))
