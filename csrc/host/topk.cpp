@@ -4,7 +4,6 @@
 #include <array>
 #include <cstring>
 #include <cmath>
-#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -69,6 +68,18 @@ struct BandChunk {
   int64_t tile_begin, tile_end, slot, gathered;
 };
 
+// Scratch the sampled selection keeps per thread between calls (the band buffer, the gathered
+// keys, the radix histogram): fresh ones were page faults on every call with glibc's default
+// allocator. Each grows to the largest layer's band (a few percent of its keys) and stays.
+struct BandScratch {
+  std::vector<uint32_t> buffer, keys;
+  std::vector<int64_t> hist;
+};
+BandScratch& band_scratch() {
+  thread_local BandScratch scratch;
+  return scratch;
+}
+
 // The magnitude keys of the sample, at one position per stride-wide slot.
 std::vector<uint32_t> sample_keys(const at::Tensor& scores, int64_t numel) {
   const int64_t stride = numel / kSamples;
@@ -93,11 +104,11 @@ std::vector<uint32_t> sample_keys(const at::Tensor& scores, int64_t numel) {
 // The need-th largest (1-based) of `keys`, all in [lo, hi], by radix steps of up to 16 bits over
 // key - lo; `remaining` is left as the number of keys equal to it that are kept.
 uint32_t select_in_band(const std::vector<uint32_t>& keys, uint32_t lo, uint32_t hi,
-                        int64_t& remaining) {
+                        int64_t& remaining, std::vector<int64_t>& hist) {
   const uint32_t range = hi - lo;
   int top = range == 0 ? 0 : 32 - __builtin_clz(range);  // bits of key - lo still undecided
   uint32_t prefix = 0;
-  std::vector<int64_t> hist(size_t{1} << 16);
+  hist.resize(size_t{1} << 16);
   while (top > 0) {
     const int shift = std::max(top - 16, 0);
     const uint32_t digit_mask = (1u << (top - shift)) - 1u;
@@ -133,7 +144,9 @@ bool select_threshold_sampled(const char* op, TopkParams& p, const at::Tensor& s
   const double band_share = static_cast<double>(2 * margin + 1) / static_cast<double>(kSamples);
   const int64_t capacity = std::min<int64_t>(
       p.numel, static_cast<int64_t>(2.0 * band_share * static_cast<double>(p.numel)) + 64 * tiles);
-  std::unique_ptr<uint32_t[]> buffer(new uint32_t[capacity]);
+  BandScratch& scratch = band_scratch();
+  if (static_cast<int64_t>(scratch.buffer.size()) < capacity) scratch.buffer.resize(capacity);
+  uint32_t* const buffer = scratch.buffer.data();
   std::vector<int64_t> per_tile(tiles);
   std::vector<BandChunk> chunks;
   int64_t above = 0;
@@ -146,7 +159,7 @@ bool select_threshold_sampled(const char* op, TopkParams& p, const at::Tensor& s
     cpu::TopkBand band;
     band.lo = lo;
     band.hi = hi;
-    band.keys = buffer.get() + slot;
+    band.keys = buffer + slot;
     band.capacity = slot_end - slot;
     band.per_tile = per_tile.data();
     kernels.topk_band(p, band, begin, end);
@@ -160,12 +173,12 @@ bool select_threshold_sampled(const char* op, TopkParams& p, const at::Tensor& s
   if (overflow || above >= k || above + gathered < k) return false;
   std::sort(chunks.begin(), chunks.end(),
             [](const BandChunk& a, const BandChunk& b) { return a.tile_begin < b.tile_begin; });
-  std::vector<uint32_t> keys;
-  keys.reserve(gathered);
+  std::vector<uint32_t>& keys = scratch.keys;
+  keys.clear();
   for (const BandChunk& c : chunks)
-    keys.insert(keys.end(), buffer.get() + c.slot, buffer.get() + c.slot + c.gathered);
+    keys.insert(keys.end(), buffer + c.slot, buffer + c.slot + c.gathered);
   int64_t remaining = k - above;
-  p.threshold = select_in_band(keys, lo, hi, remaining);
+  p.threshold = select_in_band(keys, lo, hi, remaining, scratch.hist);
   const int64_t ties = std::count(keys.begin(), keys.end(), p.threshold);
   if (remaining == ties) return true;  // every key equal to the threshold is kept
   // The first `remaining` ties in index order: tile by tile, from the gathered keys.
