@@ -366,7 +366,8 @@ def quality(minutes: float, batch_size: int, heldout_n: int, only: list[str] | N
             density = 0.5 if "unstructured" in name else None
             row = distill(model.train(), teacher, tokenizer, train, minutes, batch_size,
                           budget_density=density, logit_lr=logit_lr)
-            row["logit_lr"] = logit_lr or LOGIT_LR
+            if sp.mask_parameters(model):
+                row["logit_lr"] = logit_lr or LOGIT_LR
         if "unstructured" in name:
             sp.finalize(model, density=0.5)
         else:
@@ -431,7 +432,10 @@ def markdown(r: dict) -> str:
         lines += ["| method | density | 2:4 | steps | time (s) | held-out cosine | gap closed |",
                   "|---|---|---|---|---|---|---|",
                   "| dense (the teacher) | 1.000 | – | – | – | 1.0000 | – |"]
-        for name, v in q["variants"].items():
+        order = list(QUALITY_VARIANTS)  # concurrent --only runs finish in any order
+        rows = sorted(q["variants"].items(),
+                      key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+        for name, v in rows:
             closed = f"{v['gap_closed'] * 100:.0f} %" if "gap_closed" in v else "–"
             steps_ = v["steps"] if v.get("trains", v["steps"] > 0) else "–"
             lines.append(f"| {name} | {v['density']:.3f} | {'yes' if v['all_2to4'] else 'no'} | "
