@@ -14,7 +14,10 @@ T15). Three parts, each a ratio or a score measured in one run:
            loaded.
   quality  the distillation table: the dense model is the teacher, a pruned copy the student,
            loss 1 - cos(student, teacher) on mean-pooled sentence embeddings, Debian fortunes
-           sentences (hash split), held-out teacher cosine after a time budget per variant.
+           sentences (hash split), held-out teacher cosine after a time budget per variant;
+           one-shot magnitude, Wanda and SparseGPT 2:4 (``sp.prune_oneshot``, calibrated on
+           train sentences) as the untrained rows. Concurrent ``--only`` runs of the same
+           budget merge their rows into the results file.
 
 Protocol shared by all parts: the 36 linear layers of the encoder are the prunable layers
 (``sparseprune.runner.minilm.ENCODER``); everything else (embeddings, LayerNorms, pooler) is
