@@ -35,21 +35,28 @@ cp "$OUT"/lib/sparseprune/_C*.so "$OUT/pkg/sparseprune/" || fail "no instrumente
 
 # 3. The tests: every kernel on every ISA (odd sizes, tails, malformed sparse structures), and
 #    the property-based op suite at a small example count.
+# python links no libstdc++: preloaded alone, ASan cannot find the real __cxa_throw and the first
+# C++ exception (every refused argument) dies in "CHECK failed: real___cxa_throw", so libstdc++ is
+# preloaded beside it. Reports go to files as well: pytest's capture swallows a dying process's stderr.
 asan=$(gcc -print-file-name=libasan.so)
+cxx=$(gcc -print-file-name=libstdc++.so)
 [ -f "$asan" ] || fail "no ASan runtime (apt-get install libasan8 / gcc)"
+[ -f "$cxx" ] || fail "no libstdc++.so to preload beside ASan"
 root=$(pwd)
+reports="$root/$OUT/reports"
+rm -rf "$reports" && mkdir -p "$reports"
+sanitized=(env LD_PRELOAD="$asan $cxx"
+  ASAN_OPTIONS="detect_leaks=0:protect_shadow_gap=0:allocator_may_return_null=1:abort_on_error=0:halt_on_error=1:log_path=$reports/asan"
+  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan")
 tests=${SANITIZE_TESTS:-"tests/ops/test_native_workload.py tests/fuzz/test_ops_properties.py"}
 paths=$(for t in $tests; do printf '%s ' "$root/$t"; done)
-( cd "$OUT/pkg" && "$PY" -c "import os, sparseprune; \
+( cd "$OUT/pkg" && "${sanitized[@]}" "$PY" -c "import os, sparseprune; \
 assert sparseprune.__file__.startswith(os.getcwd()), sparseprune.__file__" ) >>"$log" 2>&1 \
   || fail "the instrumented package is not the one imported"
 ( cd "$OUT/pkg" && \
-  LD_PRELOAD="$asan" \
-  ASAN_OPTIONS=detect_leaks=0:protect_shadow_gap=0:allocator_may_return_null=1:abort_on_error=0:halt_on_error=1 \
-  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  SPARSEPRUNE_FUZZ_EXAMPLES=${SPARSEPRUNE_FUZZ_EXAMPLES:-15} \
+  "${sanitized[@]}" SPARSEPRUNE_FUZZ_EXAMPLES="${SPARSEPRUNE_FUZZ_EXAMPLES:-15}" \
   "$PY" -m pytest -q -p no:cacheprovider --rootdir="$root" -c "$root/pyproject.toml" $paths ) \
-  >>"$log" 2>&1 || fail "tests under AddressSanitizer/UBSan"
-if grep -q "ERROR: AddressSanitizer\|runtime error:" "$log"; then fail "a sanitizer report"; fi
+  >>"$log" 2>&1 || { cat "$reports"/* >>"$log" 2>/dev/null; fail "tests under AddressSanitizer/UBSan"; }
+if [ -n "$(ls -A "$reports")" ]; then cat "$reports"/* >>"$log"; fail "a sanitizer report"; fi
 summary=$(grep -E "[0-9]+ passed" "$log" | tail -n 1)
 echo "sanitize: build $((built - began)) s, tests $(( $(date +%s) - built )) s: $summary"

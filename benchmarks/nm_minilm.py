@@ -14,7 +14,10 @@ T15). Three parts, each a ratio or a score measured in one run:
            loaded.
   quality  the distillation table: the dense model is the teacher, a pruned copy the student,
            loss 1 - cos(student, teacher) on mean-pooled sentence embeddings, Debian fortunes
-           sentences (hash split), held-out teacher cosine after a time budget per variant.
+           sentences (hash split), held-out teacher cosine after a time budget per variant;
+           one-shot magnitude, Wanda and SparseGPT 2:4 (``sp.prune_oneshot``, calibrated on
+           train sentences) as the untrained rows. Concurrent ``--only`` runs of the same
+           budget merge their rows into the results file.
 
 Protocol shared by all parts: the 36 linear layers of the encoder are the prunable layers
 (``sparseprune.runner.minilm.ENCODER``); everything else (embeddings, LayerNorms, pooler) is
@@ -58,6 +61,13 @@ README = HERE.parent / "README.md"
 MARKERS = ("<!-- nm:start -->", "<!-- nm:end -->")
 BATCH, TOKENS = 8, 128
 LOGIT_LR, WEIGHT_LR = 5e-3, 1e-4
+# The distillation table's learned 2:4 logits train at a tenth of the recipe's 5e-3: the
+# logits start at N(0, 0.01^2) plus the magnitude prior's +-0.03 (alpha 3 x std 0.01), and Adam's
+# first steps move every logit by about the learning rate whatever its gradient's size, so at 5e-3
+# a handful of noisy steps overturn the prior (measured: held-out cosine 0.59 at step 0, 0.34
+# after 5 steps). At 5e-4 the prior holds and the cosine climbs from the first steps.
+NM_LOGIT_LR = 5e-4
+CALIBRATION_SENTENCES, CALIBRATION_BATCH = 128, 32  # as benchmarks/oneshot_minilm.py
 
 
 # ---- the variants ---------------------------------------------------------------------------------
@@ -142,13 +152,15 @@ STEP_VARIANTS: dict[str, Callable] = {
 }
 
 
-def optimizer(model):
-    """AdamW: logits and scales at LOGIT_LR, weights at WEIGHT_LR, no weight decay."""
+def optimizer(model, logit_lr: float | None = None):
+    """AdamW: logits and scales at ``logit_lr`` (LOGIT_LR), weights at WEIGHT_LR, no weight
+    decay."""
     masks = {id(p) for ps in sp.mask_parameters(model).values() for p in ps}
     gate = [p for name, p in model.named_parameters() if p.requires_grad and
             (id(p) in masks or name.endswith(".gate"))]
     rest = [p for p in model.parameters() if p.requires_grad and all(p is not g for g in gate)]
-    groups = [g for g in ({"params": gate, "lr": LOGIT_LR}, {"params": rest, "lr": WEIGHT_LR})
+    groups = [g for g in ({"params": gate, "lr": logit_lr or LOGIT_LR},
+                          {"params": rest, "lr": WEIGHT_LR})
               if g["params"]]
     return torch.optim.AdamW(groups, weight_decay=0.0)
 
@@ -268,19 +280,36 @@ def memory(only: list[str] | None = None) -> dict:
 
 # ---- quality: the distillation table --------------------------------------------------------------
 
-QUALITY_VARIANTS: dict[str, tuple[Callable, bool]] = {  # name: (make, trains)
-    "one-shot magnitude 2:4": (magnitude_fixed, False),
+_CALIBRATION: list = []  # calibration batches (train split), set by quality()
+
+
+def oneshot(method: str) -> Callable:
+    """One-shot 2:4 by ``sp.prune_oneshot`` with its defaults (block by block), calibrated on the
+    first CALIBRATION_SENTENCES train sentences (never held-out ones), as oneshot_minilm.py."""
+    def make(model):
+        import warnings
+        with warnings.catch_warnings():  # embeddings and pooler stay dense: the point of include
+            warnings.simplefilter("ignore", UserWarning)
+            return sp.prune_oneshot(model.eval(), method, pattern="2:4", data=_CALIBRATION,
+                                    include=minilm.ENCODER, progress=False)
+    return make
+
+
+QUALITY_VARIANTS: dict[str, tuple[Callable, bool, float | None]] = {  # name: (make, trains, lr)
+    "one-shot magnitude 2:4": (magnitude_fixed, False, None),
+    "one-shot Wanda 2:4 (sp.prune_oneshot)": (oneshot("wanda"), False, None),
+    "one-shot SparseGPT 2:4 (sp.prune_oneshot)": (oneshot("sparsegpt"), False, None),
     "learned 2:4, frozen weights (fused)": (
-        lambda m: learned_2to4(m, scores_dtype=torch.bfloat16), True),
-    "learned unstructured ASLP 50 %, frozen weights": (aslp_unstructured, True),
-    "SR-STE 2:4 (weights train)": (srste, True),
-    "magnitude 2:4 + fine-tuned weights": (magnitude_finetuned, True),
+        lambda m: learned_2to4(m, scores_dtype=torch.bfloat16), True, NM_LOGIT_LR),
+    "learned unstructured ASLP 50 %, frozen weights": (aslp_unstructured, True, None),
+    "SR-STE 2:4 (weights train)": (srste, True, None),
+    "magnitude 2:4 + fine-tuned weights": (magnitude_finetuned, True, None),
 }
 
 
 def distill(model, teacher, tokenizer, train, minutes: float, batch_size: int, seed: int = 0,
-            budget_density: float | None = None) -> dict:
-    opt = optimizer(model)
+            budget_density: float | None = None, logit_lr: float | None = None) -> dict:
+    opt = optimizer(model, logit_lr)
     budget = sp.budget.BudgetLoss(model, budget_density) if budget_density else None
     rng = random.Random(seed)
     start, steps, losses = time.perf_counter(), 0, []
@@ -301,10 +330,18 @@ def distill(model, teacher, tokenizer, train, minutes: float, batch_size: int, s
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         steps += 1
     return {"steps": steps, "seconds": time.perf_counter() - start,
             "final_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1)}
+
+
+@torch.no_grad()
+def heldout_cosine(model, batches, targets) -> float:
+    """minilm.teacher_cosine with the teacher's held-out embeddings computed once."""
+    model.eval()
+    total = sum(float((minilm.embed(model, b) * t).sum()) for b, t in zip(batches, targets))
+    return total / sum(t.shape[0] for t in targets)
 
 
 def quality(minutes: float, batch_size: int, heldout_n: int, only: list[str] | None) -> dict:
@@ -312,19 +349,28 @@ def quality(minutes: float, batch_size: int, heldout_n: int, only: list[str] | N
     teacher, tokenizer = minilm.load()
     train, heldout = text.split(text.sentences())
     heldout = heldout[:heldout_n]
+    _CALIBRATION[:] = minilm.batches(tokenizer, train[:CALIBRATION_SENTENCES], CALIBRATION_BATCH)
+    held_batches = list(minilm.batches(tokenizer, heldout, 64))
+    with torch.no_grad():
+        held_targets = [minilm.embed(teacher, b) for b in held_batches]
     out = {"minutes_per_variant": minutes, "batch": batch_size, "heldout": len(heldout),
-           "train_sentences": len(train), "threads": torch.get_num_threads(),
-           "load_before": os.getloadavg(), "variants": {}}
-    for name, (make, trains) in QUALITY_VARIANTS.items():
+           "train_sentences": len(train), "calibration_sentences": CALIBRATION_SENTENCES,
+           "logit_lr": LOGIT_LR, "nm_logit_lr": NM_LOGIT_LR, "weight_lr": WEIGHT_LR,
+           "threads": torch.get_num_threads(), "load_before": os.getloadavg(), "variants": {}}
+    for name, (make, trains, logit_lr) in QUALITY_VARIANTS.items():
         if only and name not in only:
             continue
         torch.manual_seed(0)
+        load_before = os.getloadavg()[0]
+        began = time.perf_counter()
         model = make(frozen_copy(teacher))
-        row = {"steps": 0, "seconds": 0.0}
+        row = {"steps": 0, "seconds": time.perf_counter() - began}
         if trains:
             density = 0.5 if "unstructured" in name else None
             row = distill(model.train(), teacher, tokenizer, train, minutes, batch_size,
-                          budget_density=density)
+                          budget_density=density, logit_lr=logit_lr)
+            if sp.mask_parameters(model):
+                row["logit_lr"] = logit_lr or LOGIT_LR
         if "unstructured" in name:
             sp.finalize(model, density=0.5)
         else:
@@ -333,15 +379,21 @@ def quality(minutes: float, batch_size: int, heldout_n: int, only: list[str] | N
         encoder = [lyr for lyr in report.layers if lyr.name.startswith("encoder.")]
         row["density"] = sum(lyr.kept for lyr in encoder) / sum(lyr.total for lyr in encoder)
         row["all_2to4"] = all(lyr.complies for lyr in encoder)
-        row["heldout_cosine"] = minilm.teacher_cosine(model, teacher, tokenizer, heldout)
+        row["heldout_cosine"] = heldout_cosine(model, held_batches, held_targets)
+        row["trains"] = trains
+        row["load"] = [load_before, os.getloadavg()[0]]
         out["variants"][name] = row
         print(f"  {name}: {row}", flush=True)
-    oneshot = out["variants"].get("one-shot magnitude 2:4", {}).get("heldout_cosine")
-    if oneshot is not None:
-        for row in out["variants"].values():
-            row["gap_closed"] = (row["heldout_cosine"] - oneshot) / (1.0 - oneshot)
     out["load_after"] = os.getloadavg()
     return out
+
+
+def gaps(q: dict) -> None:
+    """Each row's share of the one-shot magnitude 2:4 -> dense gap closed (in place)."""
+    oneshot = q["variants"].get("one-shot magnitude 2:4", {}).get("heldout_cosine")
+    if oneshot is not None:
+        for row in q["variants"].values():
+            row["gap_closed"] = (row["heldout_cosine"] - oneshot) / (1.0 - oneshot)
 
 
 # ---- tables ----------------------------------------------------------------------------------------
@@ -372,23 +424,35 @@ def markdown(r: dict) -> str:
         lines.append("")
     if "quality" in r:
         q = r["quality"]
-        lines += [f"Sentence-embedding distillation (teacher: the dense model; held-out teacher "
-                  f"cosine on {q['heldout']} fortunes sentences; {q['minutes_per_variant']:g} min "
-                  f"of training per variant, batch {q['batch']}, {q['threads']} threads; load "
-                  f"average {q['load_before'][0]:.1f} before):", "",
-                  "| method | density | 2:4 | steps | time (s) | held-out cosine | gap closed |",
+        loads = [x for v in q["variants"].values() for x in v.get("load", [])]
+        lines += [f"Sentence-embedding distillation (teacher: the dense model; student: a pruned "
+                  f"copy, loss 1 - cos on mean-pooled embeddings; held-out teacher cosine on "
+                  f"{q['heldout']} fortunes sentences the training never sees). Each trained "
+                  f"variant had the same wall-clock budget, {q['minutes_per_variant']:g} min, "
+                  f"batch {q['batch']}, AdamW without weight decay, {q['threads']} thread(s); "
+                  f"load average (1 min) {min(loads):.1f} to {max(loads):.1f} at the rows' starts and "
+                  f"ends:" if loads else "", ""]
+        lines += ["| method | density | 2:4 | steps | time (s) | held-out cosine | gap closed |",
                   "|---|---|---|---|---|---|---|",
                   "| dense (the teacher) | 1.000 | – | – | – | 1.0000 | – |"]
-        for name, v in q["variants"].items():
+        order = list(QUALITY_VARIANTS)  # concurrent --only runs finish in any order
+        rows = sorted(q["variants"].items(),
+                      key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+        for name, v in rows:
             closed = f"{v['gap_closed'] * 100:.0f} %" if "gap_closed" in v else "–"
+            steps_ = v["steps"] if v.get("trains", v["steps"] > 0) else "–"
             lines.append(f"| {name} | {v['density']:.3f} | {'yes' if v['all_2to4'] else 'no'} | "
-                         f"{v['steps']} | {v['seconds']:.0f} | {v['heldout_cosine']:.4f} | "
+                         f"{steps_} | {v['seconds']:.0f} | {v['heldout_cosine']:.4f} | "
                          f"{closed} |")
-        lines += ["| Wanda 2:4 (one-shot; another engineer's work) | 0.500 | yes | – | – | "
-                  "pending | |",
-                  "| SparseGPT 2:4 (one-shot; another engineer's work) | 0.500 | yes | – | – | "
-                  "pending | |", "",
-                  "Gap closed: (cosine - one-shot magnitude 2:4) / (1 - one-shot magnitude 2:4)."]
+        lines += ["", "Gap closed: (cosine - one-shot magnitude 2:4) / (1 - one-shot magnitude "
+                  "2:4). Time: the training budget as spent (trained rows) or the pruning call "
+                  f"(one-shot rows; Wanda and SparseGPT calibrate on the first "
+                  f"{q.get('calibration_sentences', CALIBRATION_SENTENCES)} train sentences, "
+                  f"block by block, `sp.prune_oneshot`'s default). Learning rates: learned 2:4 "
+                  f"logits {q.get('nm_logit_lr', NM_LOGIT_LR):g} (a tenth of the recipe's 5e-3, which "
+                  f"overturned the magnitude prior within 5 steps in short probes), ASLP scores "
+                  f"{q.get('logit_lr', LOGIT_LR):g}, weights (SR-STE, fine-tune) "
+                  f"{q.get('weight_lr', WEIGHT_LR):g}; constant."]
     return "\n".join(lines)
 
 
@@ -414,14 +478,24 @@ def main() -> None:
     if args.part in ("memory", "all"):
         results["memory"] = memory(args.only)
     if args.part in ("quality", "all"):
-        previous = results.get("quality", {}).get("variants", {}) if args.only else {}
         results["quality"] = quality(args.minutes, args.batch, args.heldout, args.only)
-        results["quality"]["variants"] = {**previous, **results["quality"]["variants"]}
     import common
+    import fcntl
+    lock = open(__file__)  # concurrent runs: one read-merge-write at a time
+    fcntl.flock(lock, fcntl.LOCK_EX)
     # Parts run in separate processes may finish in any order: keep the others' latest results.
     latest = json.loads(path.read_text()) if path.exists() else {}
+    if args.part == "quality" and args.only:
+        # --only runs of the same protocol (budget, batch, held-out set), possibly concurrent:
+        # rows the file holds now and this run did not redo are kept, the others dropped.
+        mine, theirs = results["quality"], latest.get("quality", {})
+        if all(theirs.get(k) == mine[k] for k in ("minutes_per_variant", "batch", "heldout")):
+            mine["variants"] = {**theirs.get("variants", {}), **mine["variants"]}
+    if "quality" in computed:
+        gaps(results["quality"])
     results = {**latest, **{k: v for k, v in results.items() if k in computed}}
     common.save_results(RESULTS, "nm_minilm", results, markdown(results), README, MARKERS)
+    lock.close()
 
 
 if __name__ == "__main__":
