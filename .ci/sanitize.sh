@@ -48,7 +48,14 @@ rm -rf "$reports" && mkdir -p "$reports"
 sanitized=(env LD_PRELOAD="$asan $cxx"
   ASAN_OPTIONS="detect_leaks=0:protect_shadow_gap=0:allocator_may_return_null=1:abort_on_error=0:halt_on_error=1:log_path=$reports/asan"
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan")
-tests=${SANITIZE_TESTS:-"tests/ops/test_native_workload.py tests/fuzz/test_ops_properties.py"}
+# Plus the large-layer paths the small sizes never reach (the sampled top-k selection above 2^18
+# scores; weight-sized buffers, which come from the usual allocator under ASan, see buffers.cpp)
+# and a subset of the N:M kernels on every ISA.
+nm=tests/ops/test_nm_mask_kernels.py
+tests=${SANITIZE_TESTS:-"tests/ops/test_native_workload.py tests/fuzz/test_ops_properties.py
+  tests/ops/test_topk_selection.py tests/ops/test_buffers.py tests/ops/test_nm_sparse_kernels.py
+  $nm::test_nm_gumbel_is_bit_identical_on_every_isa $nm::test_nm_masked_linear_matches_reference
+  $nm::test_empty_and_non_contiguous_inputs"}
 paths=$(for t in $tests; do printf '%s ' "$root/$t"; done)
 ( cd "$OUT/pkg" && "${sanitized[@]}" "$PY" -c "import os, sparseprune; \
 assert sparseprune.__file__.startswith(os.getcwd()), sparseprune.__file__" ) >>"$log" 2>&1 \
