@@ -81,6 +81,11 @@ def openmp_flags() -> list:
     return ["-fopenmp"] if "OpenMP" in torch.__config__.parallel_info() else []
 
 
+def up_to_date(target: str, sources: list) -> bool:
+    return os.path.exists(target) and all(
+        os.path.getmtime(target) >= os.path.getmtime(src) for src in sources)
+
+
 class BuildExt(cpp_extension.BuildExtension):
     """Compiles csrc/cpu/kernels once per ISA, then builds the extension with those objects."""
 
@@ -91,8 +96,15 @@ class BuildExt(cpp_extension.BuildExtension):
 
         def compile_one(job):
             (name, isa_id, flags), source = job
+            output_dir = os.path.join(self.build_temp, "isa_" + name)
+            # distutils recompiles every time (and BuildExtension sets `force` for ninja's sake):
+            # an object newer than its source, every header and this file is kept, as ninja keeps
+            # the host and CUDA objects. `rm -rf build` rebuilds all.
+            obj = compiler.object_filenames([source], output_dir=output_dir)[0]
+            if up_to_date(obj, [source, *headers, __file__]):
+                return [obj]
             return compiler.compile(
-                [source], output_dir=os.path.join(self.build_temp, "isa_" + name),
+                [source], output_dir=output_dir,
                 macros=[("SP_CPU_ISA_ID", str(isa_id)), ("SP_ISA_NS", "isa_" + name)],
                 include_dirs=[INCLUDE], extra_postargs=KERNEL_FLAGS + flags, depends=headers)
 

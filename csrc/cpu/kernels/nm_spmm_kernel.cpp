@@ -210,7 +210,7 @@ void gemv_rows(const NmSpmmParams& p, int64_t row_begin, int64_t row_end) {
 constexpr int kMaxParts = 4;               // vectors per batch tile
 constexpr int64_t kTile = kMaxParts * kW;  // batch rows per tile
 constexpr int64_t kRowBlock = 16;          // outputs per block
-constexpr int64_t kL1Floats = 4096;        // the slice of xt one input block keeps in L1 (16 KiB)
+constexpr int64_t kL1Floats = 8192;        // the slice of xt one input block keeps (32 KiB, an L1)
 
 // One output row over the slots of groups [g_begin, g_end) (g_begin a multiple of 16, so at a word
 // boundary), for a tile of kParts vectors of batch rows (the last one `last` lanes wide unless
