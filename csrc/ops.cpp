@@ -1,6 +1,7 @@
 // The one list of operator schemas, and the pybind11 module sparseprune._C with its small helpers.
-// Implementations: csrc/host (device-agnostic), registered in csrc/host/register.cpp. Fake (meta)
-// kernels and autograd registration live in sparseprune/ops/.
+// Implementations: csrc/host (device-agnostic), registered in csrc/host/register.cpp; autograd in
+// csrc/host/autograd.cpp (reparam_weight's in sparseprune/ops/autograd.py). Fake (meta) kernels
+// live in sparseprune/ops/.
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -23,7 +24,7 @@ TORCH_LIBRARY(sparseprune, m) {
   // temperature (ASLP), density (Edge-Popup: fraction kept) and rng, a CPU int64 tensor
   // [seed, offset]: a tensor rather than two ints so that torch.compile neither specialises on
   // its values nor breaks the graph to read them. The forward ops take all of them, because
-  // their backward (registered in Python) needs them.
+  // their backward (csrc/host/autograd.cpp) needs them.
   m.def(
       "masked_weight(Tensor weight, Tensor scores, Tensor? scale, str method, str rescale, "
       "float temperature, float density, Tensor rng) -> Tensor");

@@ -1,9 +1,11 @@
 """Gradients of the fused forward ops.
 
-Each forward op gets one backward op (``*_backward`` in csrc/ops.cpp) registered with
-``torch.library.register_autograd``, which wraps them in an autograd Function: forward saves only
-its inputs and the ``rng`` pair ``[seed, offset]``, never the noise, the mask or the masked weight;
-backward regenerates them inside the fused passes that compute the gradients.
+Each forward op has one backward op (``*_backward`` in csrc/ops.cpp). The masking ops and
+hard_concrete_sample get their autograd node in C++ (csrc/host/autograd.cpp: a Python autograd
+Function cost about as much as a small layer's forward); reparam_weight, with its two outputs,
+gets it here through ``torch.library.register_autograd``. Either way forward saves only its inputs
+and the ``rng`` pair ``[seed, offset]``, never the noise, the mask or the masked weight; backward
+regenerates them inside the fused passes that compute the gradients.
 
 The backward ops have no derivatives of their own: differentiating a gradient (``create_graph=True``
 then a second backward, e.g. a gradient-norm penalty) raises "sparseprune::<op> does not support
@@ -16,28 +18,6 @@ from __future__ import annotations
 import torch
 
 from . import _ext
-
-
-def _register(name: str, differentiable: int, saved: tuple[int, ...]) -> None:
-    """Registers ``name``'s backward. Its first ``differentiable`` inputs may need gradients;
-    ``saved`` lists those the backward op takes (by position), the inputs between the last of
-    them and ``rng`` are options passed through, and ``rng`` is the last input."""
-    backward_op = getattr(torch.ops.sparseprune, f"{name}_backward")
-
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*(inputs[i] for i in saved), inputs[-1])
-        ctx.options = inputs[differentiable:-1]
-        ctx.num_inputs = len(inputs)
-
-    def backward(ctx, grad):
-        *tensors, rng = ctx.saved_tensors
-        need = list(ctx.needs_input_grad[:differentiable])
-        grads = backward_op(grad, *tensors, *ctx.options, rng, need)
-        if not isinstance(grads, (tuple, list)):  # an op with one differentiable input
-            grads = (grads,)
-        return (*grads, *([None] * (ctx.num_inputs - differentiable)))
-
-    torch.library.register_autograd(f"sparseprune::{name}", backward, setup_context=setup_context)
 
 
 def _register_reparam() -> None:
@@ -84,15 +64,3 @@ if _ext.available():
                   "hard_concrete_sample", "nm_masked_weight", "nm_masked_linear"):
         _refuse_double_backward(_name)
     _register_reparam()
-    # masked_weight(weight, scores, scale, method, rescale, temperature, density, rng)
-    _register("masked_weight", 3, saved=(0, 1, 2))
-    # masked_linear(input, weight, scores, bias, scale, method, ..., rng): bias needs no saving
-    _register("masked_linear", 5, saved=(0, 1, 2, 4))
-    # masked_conv2d(input, weight, scores, bias, scale, stride, padding, dilation, groups, ...)
-    _register("masked_conv2d", 5, saved=(0, 1, 2, 4))
-    # hard_concrete_sample(log_alpha, beta, gamma, zeta, rng)
-    _register("hard_concrete_sample", 1, saved=(0,))
-    # nm_masked_weight(weight, scores, scale, method, n, m, schedule, hard, decay, rng) and
-    # nm_masked_linear(input, weight, scores, bias, scale, ...): as masked_weight / masked_linear.
-    _register("nm_masked_weight", 3, saved=(0, 1, 2))
-    _register("nm_masked_linear", 5, saved=(0, 1, 2, 4))
