@@ -78,8 +78,30 @@ class MaskedLayer(metaclass=ABCMeta):
     def next_rng(self) -> Tensor:
         """This forward's ``[seed, offset]`` (a CPU int64 tensor) from the layer's stream, which it
         advances."""
-        # Out of place, then one copy: under torch.compile a clone followed by an in-place update
-        # of the buffer handed the advanced pair to backward.
+        if torch.compiler.is_compiling():
+            return self._next_rng_traced()
+        rng = self.rng
+        if rng.device.type == "cpu":
+            pair = rng.numpy()  # the buffer's memory: two Python ints instead of six tensor ops
+            seed, step = int(pair[0]), int(pair[1])
+            pair[1] = step + 1
+        else:
+            # The buffer follows the module to the GPU, but reading it there would wait for the
+            # GPU at every layer (a host sync per forward): read it once, then keep a host copy
+            # of the pair, valid while the buffer is the same tensor at the same version (a load,
+            # a DDP broadcast or a move changes one of them and the next call reads it again).
+            known = self.__dict__.get("_rng_host")
+            if known is not None and known[0] is rng and known[1] == rng._version:
+                seed, step = known[2], known[3]
+            else:
+                seed, step = rng.tolist()
+            rng[1] += 1  # on the device, queued like the layer's kernels
+            self.__dict__["_rng_host"] = (rng, rng._version, seed, step + 1)
+        return torch.tensor((seed ^ self.stream_key, step), dtype=torch.int64)
+
+    def _next_rng_traced(self) -> Tensor:
+        # Tensor ops only, out of place then one copy: under torch.compile a clone followed by an
+        # in-place update of the buffer handed the advanced pair to backward.
         rng = self.rng + 0
         self.rng.copy_(torch.stack((rng[0], rng[1] + 1)))
         if self.stream_key:

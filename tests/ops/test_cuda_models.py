@@ -75,6 +75,24 @@ def test_masked_layers_train_on_cuda():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_noise_stream_on_cuda_follows_the_cpu_stream():
+    """The layer keeps a host copy of its CUDA stream (no sync per forward): the pairs it draws
+    match the CPU layer's through several steps, a state_dict load and a per-rank key."""
+    torch.manual_seed(3)
+    cpu = sp.convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), "aslp")[0]
+    dev = copy.deepcopy(cpu).to(DEVICE)
+    for layer in (cpu, dev):
+        layer.stream_key = 12345
+    assert [cpu.next_rng().tolist() for _ in range(3)] == [dev.next_rng().tolist() for _ in range(3)]
+    saved = {k: v.clone() for k, v in cpu.state_dict().items()}
+    cpu.next_rng(), dev.next_rng()
+    cpu.load_state_dict(saved)
+    dev.load_state_dict(saved)  # copies into the CUDA buffer: the host copy must be refreshed
+    assert cpu.next_rng().tolist() == dev.next_rng().tolist()
+    assert cpu.rng.tolist() == dev.rng.cpu().tolist()
+    assert dev.next_rng().device.type == "cpu"
+
+
 MINILM_L6 = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                  intermediate_size=1536, max_position_embeddings=512)
 # The CPU dry run checks the code on a small BERT of the same structure.
