@@ -19,7 +19,7 @@ Sections, each written to the JSON file as soon as it is measured (so a timeout 
                   (seed paper's code), learned 2:4 masks (convert(..., pattern="2:4"), fused) and
                   the same as MaskLLM's plain-PyTorch layer (reference.nm_paper_copy)
   semi_structured 2:4 inference: torch.sparse.to_sparse_semi_structured vs dense F.linear,
-                  float16, 4096^2 and 8192^2, batch 1 / 32 / 256
+                  float16, 4096^2 and 8192^2, batch 1 / 32 / 256 / 4096
 
 Times are device times (CUDA events around each call), medians unless said otherwise.
 """
@@ -307,7 +307,7 @@ def semi_structured_case(weight, sparse, batch: int, gen, device: torch.device) 
 def semi_structured(device: torch.device, smoke: bool) -> dict:
     """2:4 inference through PyTorch's semi-structured sparse tensors against dense F.linear."""
     from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
-    sizes, batches = ([128], [1, 32]) if smoke else ([4096, 8192], [1, 32, 256])
+    sizes, batches = ([128], [1, 32]) if smoke else ([4096, 8192], [1, 32, 256, 4096])
     out = {"dtype": "float16", "cases": {}}
     cusparselt = getattr(torch.backends, "cusparselt", None)
     out["cusparselt"] = bool(cusparselt and cusparselt.is_available())

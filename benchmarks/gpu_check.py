@@ -6,7 +6,8 @@
              MAX_JOBS = every core; prints the build time.
   tests      pytest over tests/ops/test_cuda*.py: every fused op on CUDA against the CPU kernels
              (bit for bit where csrc/README.md promises it: masks, outputs, every gradient, the
-             per-tile partial sums), sparse kernels against dense, a MiniLM-sized ASLP step.
+             per-tile partial sums), sparse kernels against dense, a MiniLM-sized ASLP step;
+             and format "semi_structured" on CUDA (tests/inference/test_nm_inference.py).
   bench      benchmarks/gpu_bench.py: HBM floor, fused masks on 8192^2 against it and against the
              seed papers' code, a MiniLM-sized training step dense vs masked, 2:4 inference.
   sanitizer  compute-sanitizer memcheck and racecheck (then initcheck, synccheck while time is
@@ -65,7 +66,8 @@ import xml.etree.ElementTree as ET
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_FILES = ["tests/ops/test_cuda.py", "tests/ops/test_cuda_masks.py", "tests/ops/test_cuda_ops.py",
               "tests/ops/test_cuda_nm.py", "tests/ops/test_cuda_sparse.py",
-              "tests/ops/test_cuda_models.py"]
+              "tests/ops/test_cuda_models.py",
+              "tests/inference/test_nm_inference.py::test_semi_structured_on_cuda"]
 STAGES = ("build", "tests", "bench", "sanitizer")
 SANITIZER_TOOLS = ("memcheck", "racecheck", "initcheck", "synccheck")  # the first two required
 # GPU mode: each stage's cap (seconds), and what it leaves to each later stage when it runs long

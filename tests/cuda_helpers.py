@@ -101,14 +101,38 @@ def _describe(a: torch.Tensor, b: torch.Tensor) -> str:
             f"{fa[first].item()} (cpu) vs {fb[first].item()} (cuda); max |diff| {worst:.3g}")
 
 
+# float64 is the one exception to bit-identity (csrc/README.md, the numeric contract): its path
+# calls the C library's exp / log on the CPU and libdevice's on CUDA, each within an ulp or two of
+# the true value, so results agree to within a few hundred ulp of the tensor's largest magnitude
+# (gradients through a softmax sum such differences); any real bug differs by far more.
+FLOAT64_ULPS = 256
+
+
+def _float64_close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a64, b64 = a.detach().cpu(), b.detach().cpu()
+    if not torch.equal(a64.isnan(), b64.isnan()):
+        return False
+    finite = a64.isfinite()
+    if not torch.equal(a64[~finite & ~a64.isnan()], b64[~finite & ~a64.isnan()]):
+        return False
+    scale = float(a64[finite].abs().max()) if bool(finite.any()) else 0.0
+    tol = FLOAT64_ULPS * torch.finfo(torch.float64).eps * max(scale, 1e-300)
+    return bool(((a64[finite] - b64[finite]).abs() <= tol).all())
+
+
 def assert_same_bits(cpu: Sequence, cuda: Sequence, names: Sequence[str]) -> None:
-    """Every pair bit-identical (None matches None); the message names the first that is not."""
+    """Every pair bit-identical (None matches None), float64 within ``FLOAT64_ULPS``; the message
+    names the first that is not."""
     assert len(cpu) == len(cuda) == len(names)
     for name, a, b in zip(names, cpu, cuda):
         if a is None or b is None:
             assert a is None and b is None, f"{name}: {a is None=} but {b is None=}"
             continue
-        if not (a.shape == b.shape and a.dtype == b.dtype and torch.equal(bits(a), bits(b))):
+        if not (a.shape == b.shape and a.dtype == b.dtype):
+            pytest.fail(f"{name}: CPU and CUDA differ: {_describe(a, b)}")
+        same = (_float64_close(a, b) if a.dtype == torch.float64
+                else torch.equal(bits(a), bits(b)))
+        if not same:
             pytest.fail(f"{name}: CPU and CUDA differ: {_describe(a, b)}")
 
 

@@ -39,10 +39,13 @@ at::Tensor partials_for(int64_t numel, int64_t per_tile, const at::Device& devic
 }
 
 // r = N / max(M, 1): an empty sampled mask gives a zero layer, not NaN. In the weight's precision
-// (float32 for 16-bit weights, whose products are taken in float32).
+// (float32 for 16-bit weights, whose products are taken in float32). Shape [1], not a 0-dim
+// tensor: ATen casts a 0-dim operand to the other's dtype first, which would round r to bf16 /
+// fp16 before the product (the CPU kernels use the float r; first seen on an H200, gpu-check).
 at::Tensor dwr_multiplier(int64_t numel, const at::Tensor& kept, at::ScalarType weight_dtype) {
   return (static_cast<double>(numel) / kept.clamp_min(1.0))
-      .to(weight_dtype == at::kDouble ? at::kDouble : at::kFloat);
+      .to(weight_dtype == at::kDouble ? at::kDouble : at::kFloat)
+      .reshape({1});
 }
 
 // p.keep_bits storage for numel elements: whole 64-bit groups.

@@ -134,7 +134,7 @@ def test_functional_autograd_path(config, dtype):
     weight, scores, grad = random_inputs((45, 91), (dtype,) * 3, 9)
 
     def run(device):
-        w, s = (t.to(device).requires_grad_() for t in (weight, scores))
+        w, s = (t.detach().to(device).requires_grad_() for t in (weight, scores))
         scale = (torch.tensor([0.9], device=device, requires_grad=True)
                  if rescale == "smart" else None)
         gen = torch.Generator().manual_seed(10)

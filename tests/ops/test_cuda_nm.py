@@ -98,8 +98,8 @@ def test_nm_masked_linear(method, dtype):
     s = _scores(method, (40, 64), "2:4", torch.float32, 8)
 
     def run(device):
-        xs, ws, bs = (t.to(device).requires_grad_() for t in (x, w, b))
-        ss = s.to(device).requires_grad_(method != "srste")
+        xs, ws, bs = (t.detach().to(device).requires_grad_() for t in (x, w, b))
+        ss = s.detach().to(device).requires_grad_(method != "srste")
         with exact_fp32():
             out = F.masked_linear(xs, ws, ss if method != "srste" else None, bs, method=method,
                                   pattern="2:4", generator=torch.Generator().manual_seed(9))

@@ -33,7 +33,7 @@ LAYER_NAMES = ("output", "grad input", "grad weight", "grad scores", "grad bias"
 def _layer_run(device, config, call, tensors, grad_out_shape, seed):
     """call(x, w, s, b, scale, generator) on ``device`` with every input a leaf that wants a
     gradient; returns the output and the gradients."""
-    x, w, s, b = (None if t is None else t.to(device).requires_grad_() for t in tensors)
+    x, w, s, b = (None if t is None else t.detach().to(device).requires_grad_() for t in tensors)
     scale = (torch.tensor([0.8], device=device, requires_grad=True)
              if MASK_CONFIGS[config][1] == "smart" else None)
     with exact_fp32():
@@ -171,7 +171,7 @@ def test_reparam_functional_autograd_path():
     weight, grad = random_inputs((45, 91), (torch.float32, torch.float32), 35, scales=(0.05, 1))
 
     def run(device):
-        w = weight.to(device).requires_grad_()
+        w = weight.detach().to(device).requires_grad_()
         t = torch.tensor([30.0], device=device, requires_grad=True)
         w_hat, h_sum = F.reparam_weight(w, t, return_sum=True)
         ((w_hat * grad.to(device)).sum() + 0.5 * h_sum).backward()
@@ -246,7 +246,7 @@ def test_hard_concrete_functional_autograd_path():
     log_alpha, grad = random_inputs((45, 91), (torch.float32,) * 2, 46, scales=(3.0, 1.0))
 
     def run(device):
-        la = log_alpha.to(device).requires_grad_()
+        la = log_alpha.detach().to(device).requires_grad_()
         z = F.hard_concrete_sample(la, generator=torch.Generator().manual_seed(47))
         z.backward(grad.to(device))
         return z, la.grad
