@@ -125,10 +125,11 @@ def test_the_readme_has_examples():
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}" for b in BLOCKS])
-def test_readme_block_runs_and_its_loss_decreases(block, user, capsys):
+def test_readme_block_runs_and_its_loss_decreases(block, user, capsys, tmp_path, monkeypatch):
     if block.not_run is not None:
         pytest.skip(f"README.md:{block.line} is marked not run: {block.not_run}")
     names, losses = user
+    monkeypatch.chdir(tmp_path)  # the files a block saves land here, not in the checkout
     torch.manual_seed(0)
     try:
         exec(compile(block.code, f"README.md:{block.line}", "exec"), names)
