@@ -67,7 +67,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_FILES = ["tests/ops/test_cuda.py", "tests/ops/test_cuda_masks.py", "tests/ops/test_cuda_ops.py",
               "tests/ops/test_cuda_nm.py", "tests/ops/test_cuda_sparse.py",
               "tests/ops/test_cuda_models.py",
-              "tests/inference/test_nm_inference.py::test_semi_structured_on_cuda"]
+              "tests/inference/test_nm_inference.py::test_semi_structured_on_cuda",
+              "tests/inference/test_nm_inference.py::test_semi_structured_auto_on_cuda"]
 STAGES = ("build", "tests", "bench", "sanitizer")
 SANITIZER_TOOLS = ("memcheck", "racecheck", "initcheck", "synccheck")  # the first two required
 # GPU mode: each stage's cap (seconds), and what it leaves to each later stage when it runs long

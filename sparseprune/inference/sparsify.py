@@ -100,12 +100,19 @@ def _sparse_twin(layer: nn.Module, format: str, name: str = "") -> SparseLayer:
     return _SPARSE[type(layer)].from_dense(layer, format)
 
 
-def _median_seconds(fn: Callable[[], Any], repeat: int = 5) -> float:
+def _median_seconds(fn: Callable[[], Any], device: torch.device, repeat: int = 5) -> float:
+    """Median wall time of ``fn()``; on CUDA each call waits for its kernels."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     fn()
     times = []
     for _ in range(repeat):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -119,7 +126,7 @@ def _timed_choice(layer: nn.Module, input: Tensor, formats_: tuple[str, ...]) ->
     with torch.no_grad():
         for _ in range(3):
             for name, module in candidates.items():
-                times[name].append(_median_seconds(lambda: module(input)))
+                times[name].append(_median_seconds(lambda: module(input), input.device))
     median = {name: statistics.median(t) for name, t in times.items()}
     best = min(median, key=lambda name: (median[name], name != "dense"))
     rows = input.numel() // max(1, input.shape[-1]) if isinstance(layer, nn.Linear) \
@@ -149,6 +156,11 @@ def _auto(layer: nn.Module, input: Optional[Tensor], batches: tuple[int, ...]) -
         return "dense", f"dense: {why}"
     if input is not None:
         return _timed_choice(layer, input, candidates)
+    if matrix.is_cuda:
+        # The latency model is the CPU kernels' (and on an H200 PyTorch's 2:4 kernels ran at
+        # 0.04-0.08x dense): on a GPU only a timing on the real input may pick a sparse format.
+        return "dense", ("dense: CUDA layer, no latency model for the GPU (pass example_input to "
+                         "time the formats on it)")
     chosen, reason = cost.choose(_cost_layer(matrix, pattern), candidates, batches)
     return chosen, reason + (f" ({why})" if why and chosen == "dense" else "")
 

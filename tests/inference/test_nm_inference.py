@@ -153,6 +153,21 @@ def test_semi_structured_on_cuda():
         torch.testing.assert_close(model(x), dense(x), rtol=1e-2, atol=1e-2)
 
 
+@needs_semi_structured
+def test_semi_structured_auto_on_cuda():
+    """auto on CUDA: dense without example_input (the latency model is the CPU's), timed (with
+    synchronisation) on it; either way the outputs are the dense model's."""
+    torch.manual_seed(3)
+    dense = prune_nm(nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 64)))
+    dense = dense.half().cuda()
+    x = torch.randn(64, 256, device="cuda", dtype=torch.half)
+    untimed = sp.to_sparse(copy.deepcopy(dense), format="auto")
+    assert all(type(m) is nn.Linear for m in (untimed[0], untimed[2]))
+    timed = sp.to_sparse(copy.deepcopy(dense), format="auto", example_input=x)
+    for model in (untimed, timed):
+        torch.testing.assert_close(model(x), dense(x), rtol=1e-2, atol=1e-2)
+
+
 @needs_minilm
 def test_minilm_pruned_to_2_4_matches_finalized_dense():
     teacher, tokenizer = minilm.load()
