@@ -130,6 +130,9 @@ struct SparseKernels {
   // Columns [col_begin, col_end) of the unfolded image into out (row k at out + k * out_stride).
   void (*im2col)(const Im2colParams& p, int64_t col_begin, int64_t col_end, float* out,
                  int64_t out_stride);
+  // dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols.
+  void (*transpose)(const float* src, int64_t rows, int64_t cols, int64_t src_stride, float* dst,
+                    int64_t dst_stride);
 };
 SP_KERNEL_FAMILY(SparseKernels);
 

@@ -123,15 +123,19 @@ at::Tensor nm_linear(const at::Tensor& input, const at::Tensor& values, const at
   } else if (rows > 0 && batch > 1) {
     // (chunks, cols, kNmBatchChunk): each chunk of batch rows transposed, the last zero-padded.
     const int64_t chunks = ceil_div(batch, kBatchChunk);
-    // Chunk by chunk: a whole chunk is a 2-D transpose, which ATen copies in cache blocks (the
-    // 3-D strided copy of the whole input cost a third of the kernel's time at MiniLM's shapes).
+    // Chunk by chunk, by the sparse kernels' SIMD tile transpose (ATen's copy of the same
+    // transpose moves one float at a time).
     const at::Tensor xt = at::empty({chunks, cols, kBatchChunk}, x.options());
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t b0 = c * kBatchChunk, n = std::min(kBatchChunk, batch - b0);
-      at::Tensor chunk = xt.select(0, c);
-      if (n < kBatchChunk) chunk.narrow(1, n, kBatchChunk - n).zero_();
-      chunk.narrow(1, 0, n).copy_(x.narrow(0, b0, n).t());
-    }
+    const cpu::SparseKernels& transposer = cpu::active<cpu::SparseKernels>();
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        const int64_t b0 = c * kBatchChunk, n = std::min(kBatchChunk, batch - b0);
+        at::Tensor chunk = xt.select(0, c);
+        if (n < kBatchChunk) chunk.narrow(1, n, kBatchChunk - n).zero_();
+        transposer.transpose(x.data_ptr<float>() + b0 * cols, n, cols, cols,
+                             chunk.data_ptr<float>(), kBatchChunk);
+      }
+    });
     p.xt = xt.data_ptr<float>();
     const int64_t work = kRowBlock * (4 + slots) * ceil_div(std::min(batch, kBatchChunk), 16);
     // Tasks: (batch chunk, row block), chunk-major so a thread sweeps the rows against one slice

@@ -36,7 +36,7 @@ at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& values,
     p.y = y.data_ptr<float>();
     run_spmv(op, p, x.device());
   } else if (batch > 1) {
-    const at::Tensor xt = x.t().contiguous();  // (in_features, batch)
+    const at::Tensor xt = transposed(x);  // (in_features, batch)
     const at::Tensor offsets = strided_rows(in_features, batch, x.device());
     SpmmParams p;
     p.w = w.matrix;

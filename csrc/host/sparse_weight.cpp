@@ -198,6 +198,22 @@ at::Tensor strided_rows(int64_t rows, int64_t stride, const at::Device& device) 
   return at::arange(rows, at::TensorOptions().dtype(at::kLong).device(device)).mul_(stride);
 }
 
+at::Tensor transposed(const at::Tensor& x) {
+  if (!x.device().is_cpu()) return x.t().contiguous();
+  const int64_t rows = x.size(0), cols = x.size(1);
+  at::Tensor out = at::empty({cols, rows}, x.options());
+  if (x.numel() == 0) return out;
+  const cpu::SparseKernels& k = cpu::active<cpu::SparseKernels>();
+  const float* src = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, ceil_div(rows, kRowBlock), grain_for(kRowBlock * cols),
+                   [&](int64_t begin, int64_t end) {
+                     const int64_t r0 = begin * kRowBlock, r1 = std::min(end * kRowBlock, rows);
+                     k.transpose(src + r0 * cols, r1 - r0, cols, cols, dst + r0, rows);
+                   });
+  return out;
+}
+
 void run_spmv(const char* op, const SpmvParams& p, const at::Device& device) {
   if (p.w.rows == 0) return;
   if (on_cuda(op, device)) return launch(SP_CUDA(sparse_spmv), device, p);

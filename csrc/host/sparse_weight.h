@@ -40,6 +40,10 @@ const float* checked_bias(const char* op, const std::optional<at::Tensor>& bias,
 // Row offsets 0, stride, 2 stride, ... (rows entries, int64) on `device`: X rows `stride` apart.
 at::Tensor strided_rows(int64_t rows, int64_t stride, const at::Device& device);
 
+// The transpose of a contiguous 2-D float32 tensor, contiguous; on CPU by the ISA's tile kernel
+// with the rows split among threads.
+at::Tensor transposed(const at::Tensor& x);
+
 // y = W x for one vector x (p.x, p.y set), on x's device.
 void run_spmv(const char* op, const SpmvParams& p, const at::Device& device);
 

@@ -14,8 +14,7 @@
 // not bit for bit.
 #include <string.h>
 
-#include "../simd/sparse_simd.h"
-#include "../tables.h"
+#include "sparse_kernels.h"  // transpose
 
 SP_NAMESPACE_BEGIN
 namespace {
@@ -335,10 +334,8 @@ void gemm_rows(const NmSpmmParams& p, int64_t row_begin, int64_t row_end, int64_
         case 3: block_any<3, T>(p, r0, r1, b0, width, block); break;
         default: block_any<4, T>(p, r0, r1, b0, width, block); break;
       }
-      for (int64_t c = 0; c < width; ++c) {  // y is (batch, rows): a contiguous run per batch row
-        float* y = p.y + (b0 + c) * rows + r0;
-        for (int64_t i = 0; i < r1 - r0; ++i) y[i] = block[i][c];
-      }
+      // y is (batch, rows): a contiguous run per batch row.
+      transpose(block[0], r1 - r0, width, kTile, p.y + b0 * rows + r0, rows);
     }
   }
 }

@@ -132,18 +132,22 @@ void spmm(const SpmmParams& p, int64_t row_begin, int64_t row_end, int64_t col_b
                     p.y + n * p.y_row_stride + col);
     return;
   }
-  // Y's rows are strided (a Linear's output is (batch, out), Y = its transpose): compute a block
-  // of rows, then write it transposed, one contiguous run of rows per column.
+  // Y's columns are strided (a Linear's output is (batch, out), Y = its transpose): compute a
+  // block of rows, then write it transposed, one contiguous run of rows per column.
   alignas(64) float block[kRowBlock][kTile];
   for (int64_t n0 = row_begin; n0 < row_end; n0 += kRowBlock) {
     const int64_t rows = row_end - n0 < kRowBlock ? row_end - n0 : kRowBlock;
     for (int64_t col = col_begin; col < col_end; col += kTile) {
       const int64_t width = col_end - col < kTile ? col_end - col : kTile;
       for (int64_t i = 0; i < rows; ++i) row_columns(p, n0 + i, col, width, block[i]);
-      for (int64_t c = 0; c < width; ++c) {
-        float* y = p.y + n0 * p.y_row_stride + (col + c) * p.y_col_stride;
-        for (int64_t i = 0; i < rows; ++i) y[i * p.y_row_stride] = block[i][c];
+      float* y = p.y + n0 * p.y_row_stride + col * p.y_col_stride;
+      if (p.y_row_stride == 1) {
+        transpose(block[0], rows, width, kTile, y, p.y_col_stride);
+        continue;
       }
+      for (int64_t c = 0; c < width; ++c)
+        for (int64_t i = 0; i < rows; ++i)
+          y[c * p.y_col_stride + i * p.y_row_stride] = block[i][c];
     }
   }
 }

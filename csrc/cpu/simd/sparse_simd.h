@@ -1,6 +1,7 @@
 // The float32 vector operations of the sparse kernels, per ISA (SP_CPU_ISA_ID: 0 scalar, 1 AVX2,
-// 2 AVX-512): full and partial (first n lanes) loads and stores, gathers, and the bitmap `expand`
-// that spreads packed values to the lanes of their set bits. Only sparse kernel TUs include it.
+// 2 AVX-512): full and partial (first n lanes) loads and stores, gathers, the bitmap `expand`
+// that spreads packed values to the lanes of their set bits, and kWidth x kWidth transposes.
+// Only sparse kernel TUs include it.
 #pragma once
 #include <stdint.h>
 
@@ -50,6 +51,34 @@ struct Simd {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
     _mm512_storeu_si512(out, _mm512_maskz_compress_epi32(static_cast<__mmask16>(bits), cols));
     return popcount(bits);
+  }
+  // dst[c * dst_stride + r] = src[r * src_stride + c] for a 16 x 16 tile: pairs of rows
+  // interleaved, then 4-float quarters exchanged between rows 4 apart, then between rows 8 apart.
+  static void transpose_tile(const float* src, int64_t src_stride, float* dst,
+                             int64_t dst_stride) {
+    V r[16], t[16];
+    SP_UNROLL for (int i = 0; i < 16; ++i) r[i] = load(src + i * src_stride);
+    SP_UNROLL for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    // r[4g + k], quarter q: column 4q + k of rows 4g .. 4g + 3.
+    SP_UNROLL for (int g = 0; g < 4; ++g) {
+      r[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      r[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      r[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      r[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    SP_UNROLL for (int k = 0; k < 4; ++k) {
+      const V a = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88),
+              b = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+      const V c = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88),
+              d = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+      store(dst + k * dst_stride, _mm512_shuffle_f32x4(a, c, 0x88));
+      store(dst + (k + 8) * dst_stride, _mm512_shuffle_f32x4(a, c, 0xDD));
+      store(dst + (k + 4) * dst_stride, _mm512_shuffle_f32x4(b, d, 0x88));
+      store(dst + (k + 12) * dst_stride, _mm512_shuffle_f32x4(b, d, 0xDD));
+    }
   }
 };
 
@@ -136,6 +165,28 @@ struct Simd {
                         _mm256_add_epi32(position, _mm256_set1_epi32(base)));
     return popcount(bits);
   }
+  // dst[c * dst_stride + r] = src[r * src_stride + c] for an 8 x 8 tile: pairs of rows
+  // interleaved, then 2-float pairs between rows 2 apart, then 128-bit halves between rows 4 apart.
+  static void transpose_tile(const float* src, int64_t src_stride, float* dst,
+                             int64_t dst_stride) {
+    V r[8], t[8];
+    SP_UNROLL for (int i = 0; i < 8; ++i) r[i] = load(src + i * src_stride);
+    SP_UNROLL for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    // r[4g + k], half h: column 4h + k of rows 4g .. 4g + 3.
+    SP_UNROLL for (int g = 0; g < 2; ++g) {
+      r[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      r[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      r[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      r[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    SP_UNROLL for (int k = 0; k < 4; ++k) {
+      store(dst + k * dst_stride, _mm256_permute2f128_ps(r[k], r[4 + k], 0x20));
+      store(dst + (k + 4) * dst_stride, _mm256_permute2f128_ps(r[k], r[4 + k], 0x31));
+    }
+  }
 };
 
 #else
@@ -158,6 +209,7 @@ struct Simd {
     *out = base;
     return static_cast<int>(bits & 1u);
   }
+  static void transpose_tile(const float* src, int64_t, float* dst, int64_t) { *dst = *src; }
 };
 
 #endif
