@@ -39,7 +39,7 @@ def test_linear_matches_dense_on_every_isa(isa, format, density):
         weight[:, in_features // 2] = 0                 # an empty column
         bias = torch.randn(out_features, generator=gen)
         parts = compressed(weight, format)
-        for batch in (1, 2, 7, 33, 130):
+        for batch in (1, 2, 7, 33, 100, 130):  # 100: a partial vector after 6 full ones
             x = torch.randn(batch, in_features, generator=gen)
             for b in (bias, None):
                 got = ops.sparse_linear(x, *parts, b, format, weight.shape)

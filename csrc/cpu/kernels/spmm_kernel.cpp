@@ -9,14 +9,16 @@ namespace {
 
 using V = Simd::V;
 constexpr int kW = Simd::kWidth;
-constexpr int kMaxParts = 4;  // vectors per column tile
+// Vectors per column tile: 8, so that a kept weight's value and column loads serve 8 FMAs (12-20 %
+// faster than 4 on MiniLM's layers at 128 columns, AVX-512).
+constexpr int kMaxParts = 8;
 
 // Accumulates W[n, k] * X[k, tile] for one row n over one column tile of kParts vectors (the last
 // one partial unless kFull), in kSets independent sums so that consecutive FMAs do not wait for
 // each other (an FMA's latency is 4 cycles; two issue per cycle).
 template <int kParts, bool kFull>
 struct RowTile {
-  static constexpr int kSets = kParts == 1 ? 8 : kParts == 2 ? 4 : 2;
+  static constexpr int kSets = kParts == 1 ? 8 : kParts == 2 ? 4 : kParts <= 4 ? 2 : 1;
   V acc[kSets][kParts];
   const float* x;         // X at this tile's first column
   const int64_t* offsets;  // X's row offsets (this row's group)
@@ -117,7 +119,11 @@ void row_columns(const SpmmParams& p, int64_t n, int64_t col, int64_t width, flo
     case 1: row_tile_any<1>(p, offsets, n, col, last, out); break;
     case 2: row_tile_any<2>(p, offsets, n, col, last, out); break;
     case 3: row_tile_any<3>(p, offsets, n, col, last, out); break;
-    default: row_tile_any<4>(p, offsets, n, col, last, out); break;
+    case 4: row_tile_any<4>(p, offsets, n, col, last, out); break;
+    case 5: row_tile_any<5>(p, offsets, n, col, last, out); break;
+    case 6: row_tile_any<6>(p, offsets, n, col, last, out); break;
+    case 7: row_tile_any<7>(p, offsets, n, col, last, out); break;
+    default: row_tile_any<8>(p, offsets, n, col, last, out); break;
   }
 }
 
