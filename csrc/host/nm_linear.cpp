@@ -126,14 +126,16 @@ at::Tensor nm_linear(const at::Tensor& input, const at::Tensor& values, const at
     // Chunk by chunk, by the sparse kernels' SIMD tile transpose (ATen's copy of the same
     // transpose moves one float at a time).
     const at::Tensor xt = at::empty({chunks, cols, kBatchChunk}, x.options());
+    const int64_t tail = batch - (chunks - 1) * kBatchChunk;  // batch rows in the last chunk
+    if (tail < kBatchChunk) xt.select(0, chunks - 1).narrow(1, tail, kBatchChunk - tail).zero_();
     const cpu::SparseKernels& transposer = cpu::active<cpu::SparseKernels>();
+    const float* src = x.data_ptr<float>();
+    float* dst = xt.data_ptr<float>();
     at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         const int64_t b0 = c * kBatchChunk, n = std::min(kBatchChunk, batch - b0);
-        at::Tensor chunk = xt.select(0, c);
-        if (n < kBatchChunk) chunk.narrow(1, n, kBatchChunk - n).zero_();
-        transposer.transpose(x.data_ptr<float>() + b0 * cols, n, cols, cols,
-                             chunk.data_ptr<float>(), kBatchChunk);
+        transposer.transpose(src + b0 * cols, n, cols, cols, dst + c * cols * kBatchChunk,
+                             kBatchChunk);
       }
     });
     p.xt = xt.data_ptr<float>();
