@@ -89,3 +89,26 @@ def test_every_method_identical_across_isas(method, rescale, density, dtype):
         return out, w.grad, s.grad
 
     assert_all_identical(run_on_each_isa(run))
+
+
+@pytest.mark.parametrize("method,rescale", [("supermask", "dwr"), ("aslp", "dwr"),
+                                            ("aslp", "smart")])
+def test_streamed_outputs_identical_across_isas(method, rescale):
+    # 2048 x 4100 float32 = 33.6 MB, above kStreamMinBytes (vec.h): the vector ISAs write every
+    # weight-sized output (masked weight, DWR slopes, score and weight gradients, and the masked
+    # weight masked_linear's backward rebuilds in its gradient buffer) with non-temporal stores;
+    # the scalar path stores normally. The bits must not change.
+    gen = torch.Generator().manual_seed(0)
+    shape = (2048, 4100)
+    weight, scores = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    x = torch.randn(3, shape[1], generator=gen)
+    scale = torch.tensor([1.1]) if rescale == "smart" else None
+    rng = rng_state(8, 1)
+
+    def run():
+        w, s, inp = (t.clone().requires_grad_() for t in (weight, scores, x))
+        out = ops.masked_linear(inp, w, s, None, scale, method, rescale, 1.0, 1.0, rng)
+        out.square().sum().backward()
+        return out, inp.grad, w.grad, s.grad
+
+    assert_all_identical(run_on_each_isa(run))

@@ -29,9 +29,19 @@ typename Lanes<F>::M load_keep_bits(const uint32_t* keep_bits, int64_t i) {
   return mask_from_bits(b, static_cast<const typename Lanes<F>::M*>(nullptr));
 }
 
+// Which of the backward's outputs this call streams (vec.h): decided once per call.
+struct Streams {
+  bool grad_scores, grad_weight, masked;
+  explicit Streams(const StochasticParams& p)
+      : grad_scores(streams(p.grad_scores, p.numel, p.score_dtype)),
+        grad_weight(streams(p.grad_weight, p.numel, p.weight_dtype)),
+        masked(streams(p.masked, p.numel, p.weight_dtype)) {}
+};
+
 template <Stochastic R, class V, class ST, class WT>
 bool forward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
   bool nan_seen = false;
+  const bool stream = streams(p.masked, p.numel, p.weight_dtype);
   auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t pos,
                    auto* kept) {
     using F = decltype(lane);
@@ -45,7 +55,7 @@ bool forward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_e
       const F sv = IO<F>::load(s + j);
       const auto keep =
           stochastic_keep_from_uniform<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)));
-      IO<W>::store(masked + j, masked_weight(keep, IO<W>::load(w + j), scale));
+      stream_out(stream, masked + j, masked_weight(keep, IO<W>::load(w + j), scale));
       kept[0].add(pos + j, select(keep, W(1.0f), W(0.0f)));
       nan = nan | is_nan(sv);
     }
@@ -93,9 +103,11 @@ template <class F, class WT>
 void dwr_apply_range(const StochasticParams& p, int64_t first, int64_t end) {
   using W = WeightLane<F, WT>;
   const W r = lane_of<W>(p.dwr_factors[0]);
+  const bool stream = streams(p.masked, p.numel, p.weight_dtype);
   for (int64_t i = first; i < end; i += Lanes<F>::kWidth) {
     const auto keep = load_keep_bits<F>(p.keep_bits, i);
-    IO<W>::store(out<WT>(p.masked, i), masked_weight(keep, IO<W>::load(in<WT>(p.weight, i)), r));
+    stream_out(stream, out<WT>(p.masked, i),
+               masked_weight(keep, IO<W>::load(in<WT>(p.weight, i)), r));
   }
 }
 
@@ -110,6 +122,7 @@ void dwr_apply_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile
 template <Stochastic R, class V, class ST, class WT>
 bool backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
   bool nan_seen = false;
+  const Streams stream(p);
   auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t pos,
                    auto* scale_terms) {
     using F = decltype(lane);
@@ -133,9 +146,9 @@ bool backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_
       F gs;
       W gw, term;
       stochastic_backward(gv, wv, keep, slope, scale, gs, gw, term);
-      if (grad_scores) IO<F>::store(grad_scores + j, gs);
-      if (grad_weight) IO<W>::store(grad_weight + j, gw);
-      if (masked) IO<W>::store(masked + j, masked_weight(keep, wv, scale));
+      if (grad_scores) stream_out(stream.grad_scores, grad_scores + j, gs);
+      if (grad_weight) stream_out(stream.grad_weight, grad_weight + j, gw);
+      if (masked) stream_out(stream.masked, masked + j, masked_weight(keep, wv, scale));
       scale_terms[0].add(pos + j, term);
     }
     nan_seen = nan_seen || any(nan);
@@ -150,6 +163,7 @@ bool backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_
 template <Stochastic R, class V, class ST, class WT>
 bool dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
   bool nan_seen = false;
+  const bool stream_slopes = streams(p.slopes, p.numel, DType::kFloat32);
   auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t pos,
                    auto* sums) {
     using F = decltype(lane);
@@ -172,7 +186,7 @@ bool dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t ti
         word |= lane_bits(keep) << j;
       } else {
         keep_and_slope<R>(sv, uniform_open<F>(IO<F>::load_bits(bits + j)), inv_tau, keep, slope);
-        IO<F>::store(slopes + j, pack_slope(slope, keep));
+        stream_out(stream_slopes, slopes + j, pack_slope(slope, keep));
       }
       sums[0].add(pos + j, select(keep, IO<W>::load(w + j) * IO<W>::load(g + j), W(0.0f)));
       sums[1].add(pos + j, select(keep, W(1.0f), W(0.0f)));
@@ -193,6 +207,7 @@ template <class F, class ST, class WT>
 void dwr_finish_range(const StochasticParams& p, int64_t first, int64_t end) {
   using W = WeightLane<F, WT>;
   const W r = lane_of<W>(p.dwr_factors[0]), c = lane_of<W>(p.dwr_factors[1]);
+  const Streams stream(p);
   for (int64_t i = first; i < end; i += Lanes<F>::kWidth) {
     const W gv = IO<W>::load(in<WT>(p.grad, i)), wv = IO<W>::load(in<WT>(p.weight, i));
     F gs;
@@ -203,9 +218,9 @@ void dwr_finish_range(const StochasticParams& p, int64_t first, int64_t end) {
                                               load_keep_bits<F>(p.keep_bits, i))
                                  : IO<F>::load(p.slopes + i);
     dwr_finish(gv, wv, packed, r, c, gs, gw, masked);
-    if (p.grad_scores) IO<F>::store(out<ST>(p.grad_scores, i), gs);
-    if (p.grad_weight) IO<W>::store(out<WT>(p.grad_weight, i), gw);
-    if (p.masked) IO<W>::store(out<WT>(p.masked, i), masked);
+    if (p.grad_scores) stream_out(stream.grad_scores, out<ST>(p.grad_scores, i), gs);
+    if (p.grad_weight) stream_out(stream.grad_weight, out<WT>(p.grad_weight, i), gw);
+    if (p.masked) stream_out(stream.masked, out<WT>(p.masked, i), masked);
   }
 }
 
@@ -220,6 +235,7 @@ void dwr_finish_tiles(const StochasticParams& p, int64_t tile_begin, int64_t til
 // Instantiates body<R, V, ST, WT> for the rule and dtypes of p.
 #define SP_STOCHASTIC_ENTRY(name, body, ret)                                             \
   ret name(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {            \
+    const StreamFence fence;                                                              \
     return visit_dtypes(p.score_dtype, p.weight_dtype, [&](auto* st, auto* wt) -> ret {  \
       using ST = std::remove_pointer_t<decltype(st)>;                                     \
       using WT = std::remove_pointer_t<decltype(wt)>;                                     \
@@ -237,6 +253,7 @@ SP_STOCHASTIC_ENTRY(run_dwr_collect, dwr_collect_tiles, bool)
 SP_STOCHASTIC_ENTRY(run_dwr_count, dwr_count_tiles, bool)
 
 void run_dwr_apply(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  const StreamFence fence;
   visit_dtypes(p.score_dtype, p.weight_dtype, [&](auto* st, auto* wt) {
     using ST = std::remove_pointer_t<decltype(st)>;
     using WT = std::remove_pointer_t<decltype(wt)>;
@@ -245,6 +262,7 @@ void run_dwr_apply(const StochasticParams& p, int64_t tile_begin, int64_t tile_e
 }
 
 void run_dwr_finish(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  const StreamFence fence;
   visit_dtypes(p.score_dtype, p.weight_dtype, [&](auto* st, auto* wt) {
     using ST = std::remove_pointer_t<decltype(st)>;
     using WT = std::remove_pointer_t<decltype(wt)>;

@@ -99,6 +99,8 @@ struct VecIO {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v.v);
   }
   static void store(float* p, VF v) { _mm256_storeu_ps(p, v.v); }
+  // Non-temporal: p 32-byte aligned (see stream_out in vec.h).
+  static void stream(float* p, VF v) { _mm256_stream_ps(p, v.v); }
   static void store(BF16* p, VF v) {
     // Round to nearest even on the bit pattern, NaN to the canonical quiet NaN (as c10::BFloat16).
     const VU x = float_bits(v);

@@ -80,6 +80,8 @@ struct VecIO {
   static VU load_bits(const uint32_t* p) { return VU(_mm512_loadu_si512(p)); }
   static void store_bits(uint32_t* p, VU v) { _mm512_storeu_si512(p, v.v); }
   static void store(float* p, VF v) { _mm512_storeu_ps(p, v.v); }
+  // Non-temporal: p 64-byte aligned (see stream_out in vec.h).
+  static void stream(float* p, VF v) { _mm512_stream_ps(p, v.v); }
   static void store(BF16* p, VF v) {
     // Round to nearest even on the bit pattern, NaN to the canonical quiet NaN (as c10::BFloat16).
     const VU x = float_bits(v);
