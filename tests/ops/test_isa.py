@@ -91,6 +91,28 @@ def test_every_method_identical_across_isas(method, rescale, density, dtype):
     assert_all_identical(run_on_each_isa(run))
 
 
+@pytest.mark.parametrize("shape,dtype", [((37, 211), torch.float32), ((37, 211), torch.bfloat16),
+                                         ((37, 211), torch.float64),
+                                         ((2048, 4100), torch.float32)])  # streamed (vec.h)
+def test_supermask_score_gradient_alone(shape, dtype):
+    # A frozen weight and no rescale: Supermask's backward then draws no noise (its slope is
+    # noise-free, and nothing else it writes needs z). Its score gradient must be the one the full
+    # backward (which draws z for the weight gradient) writes, on every ISA.
+    gen = torch.Generator().manual_seed(3)
+    weight, scores, grad = (torch.randn(shape, generator=gen).to(dtype) for _ in range(3))
+    rng = rng_state(4, 9)
+
+    def run(weight_grad: bool):
+        w = weight.clone().requires_grad_(weight_grad)
+        s = scores.clone().requires_grad_()
+        ops.masked_weight(w, s, None, "supermask", "none", 1.0, 1.0, rng).backward(grad)
+        return (s.grad,)
+
+    alone = run_on_each_isa(lambda: run(False))
+    assert_all_identical(alone)
+    assert torch.equal(alone[next(iter(alone))][0], run(True)[0])
+
+
 @pytest.mark.parametrize("method,rescale", [("supermask", "dwr"), ("aslp", "dwr"),
                                             ("aslp", "smart")])
 def test_streamed_outputs_identical_across_isas(method, rescale):

@@ -29,6 +29,9 @@ typename Lanes<F>::M load_keep_bits(const uint32_t* keep_bits, int64_t i) {
   return mask_from_bits(b, static_cast<const typename Lanes<F>::M*>(nullptr));
 }
 
+// Whether a backward pass writes anything that depends on z beyond the score gradient.
+inline bool keep_needed(const StochasticParams& p) { return p.grad_weight || p.masked; }
+
 // Which of the backward's outputs this call streams (vec.h): decided once per call.
 struct Streams {
   bool grad_scores, grad_weight, masked;
@@ -119,8 +122,35 @@ void dwr_apply_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile
   dwr_apply_range<float, WT>(p, vector_end, end);
 }
 
+// Supermask's score gradient alone (no weight gradient, masked weight or Smart Rescale term):
+// its slope is noise-free and nothing else needs z, so no Philox words are drawn.
+template <class F, class ST, class WT>
+bool supermask_scores_range(const StochasticParams& p, int64_t first, int64_t end) {
+  using W = WeightLane<F, WT>;
+  const bool stream = streams(p.grad_scores, p.numel, p.score_dtype);
+  const W scale(scale_of(p));
+  const auto keep = F(0.0f) == F(0.0f);  // unused by the score gradient
+  auto nan = is_nan(F(0.0f));
+  for (int64_t i = first; i < end; i += Lanes<F>::kWidth) {
+    const F sv = IO<F>::load(in<ST>(p.scores, i));
+    nan = nan | is_nan(sv);
+    F gs;
+    W gw, term;
+    stochastic_backward(IO<W>::load(in<WT>(p.grad, i)), IO<W>::load(in<WT>(p.weight, i)), keep,
+                        logistic_slope(sv, F(1.0f)), scale, gs, gw, term);
+    stream_out(stream, out<ST>(p.grad_scores, i), gs);
+  }
+  return any(nan);
+}
+
 template <Stochastic R, class V, class ST, class WT>
 bool backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
+  if (R == Stochastic::kSupermask && p.grad_scores && !keep_needed(p) && !p.partials) {
+    const int64_t begin = tile_begin * kTileElems, end = end_of_tile(p.numel, tile_end - 1);
+    const int64_t vector_end = begin + (end - begin) / Lanes<V>::kWidth * Lanes<V>::kWidth;
+    const bool nan = supermask_scores_range<V, ST, WT>(p, begin, vector_end);
+    return supermask_scores_range<float, ST, WT>(p, vector_end, end) || nan;
+  }
   bool nan_seen = false;
   const Streams stream(p);
   auto group = [&](auto lane, int64_t first, int n, const uint32_t* bits, int64_t pos,
@@ -191,7 +221,7 @@ bool dwr_collect_tiles(const StochasticParams& p, int64_t tile_begin, int64_t ti
       sums[0].add(pos + j, select(keep, IO<W>::load(w + j) * IO<W>::load(g + j), W(0.0f)));
       sums[1].add(pos + j, select(keep, W(1.0f), W(0.0f)));
     }
-    if (use_bits) store_keep_bits(p.keep_bits, first, n, word);
+    if (use_bits && keep_needed(p)) store_keep_bits(p.keep_bits, first, n, word);
     nan_seen = nan_seen || any(nan);
   };
   auto finish = [&](int64_t t, const double* totals) {
@@ -208,15 +238,18 @@ void dwr_finish_range(const StochasticParams& p, int64_t first, int64_t end) {
   using W = WeightLane<F, WT>;
   const W r = lane_of<W>(p.dwr_factors[0]), c = lane_of<W>(p.dwr_factors[1]);
   const Streams stream(p);
+  const bool need_keep = keep_needed(p);
+  const auto all_kept = F(0.0f) == F(0.0f);
   for (int64_t i = first; i < end; i += Lanes<F>::kWidth) {
     const W gv = IO<W>::load(in<WT>(p.grad, i)), wv = IO<W>::load(in<WT>(p.weight, i));
     F gs;
     W gw, masked;
-    // With keep bits (Supermask), the same packed slope pass 1 would have stored.
-    const F packed = p.keep_bits ? pack_slope(logistic_slope(IO<F>::load(in<ST>(p.scores, i)),
-                                                             F(1.0f)),
-                                              load_keep_bits<F>(p.keep_bits, i))
-                                 : IO<F>::load(p.slopes + i);
+    // With keep bits (Supermask), the same packed slope pass 1 would have stored; z only where
+    // an output needs it (the score gradient takes the slope's magnitude).
+    const F packed =
+        p.keep_bits ? pack_slope(logistic_slope(IO<F>::load(in<ST>(p.scores, i)), F(1.0f)),
+                                 need_keep ? load_keep_bits<F>(p.keep_bits, i) : all_kept)
+                    : IO<F>::load(p.slopes + i);
     dwr_finish(gv, wv, packed, r, c, gs, gw, masked);
     if (p.grad_scores) stream_out(stream.grad_scores, out<ST>(p.grad_scores, i), gs);
     if (p.grad_weight) stream_out(stream.grad_weight, out<WT>(p.grad_weight, i), gw);
