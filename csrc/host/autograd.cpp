@@ -8,7 +8,9 @@
 // op of that shape needs one line in kOps below and nothing else.
 //
 // The backward ops themselves are not differentiable: sparseprune/ops/autograd.py gives them a
-// formula that raises, so a double backward fails loudly instead of returning wrong values.
+// formula that raises, so a double backward fails loudly instead of returning wrong values. Only
+// a backward with create_graph goes through it: the usual one (grad mode off) calls the backward
+// op below the Autograd key, without the trip through Python.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -125,7 +127,12 @@ class FusedMaskFunction : public torch::autograd::Function<FusedMaskFunction> {
       output_mask.push_back(input >= 0 && ctx->needs_input_grad(static_cast<size_t>(input)));
     }
     stack.emplace_back(std::move(output_mask));
-    plan->backward.callBoxed(stack);
+    if (at::GradMode::is_enabled()) {  // create_graph: through the formula that refuses it
+      plan->backward.callBoxed(stack);
+    } else {  // the usual backward: past that Python formula, which cost ~20 us a call
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      plan->backward.callBoxed(stack);
+    }
     // One per autograd input, + the Call argument, which gets none.
     const size_t inputs = static_cast<size_t>(
         std::count_if(input_index.begin(), input_index.end(), [](int64_t i) { return i >= 0; }));
