@@ -1,6 +1,7 @@
 // Stochastic mask kernels (ASLP, Supermask): forward (scores, weight -> masked weight; with DWR on
 // CPU two passes, the kept count before the write that applies r) and backward: one pass without
-// rescaling or with Smart Rescale, two with DWR (see ste.h). The noise is regenerated from (seed, offset) in every pass; nothing is saved.
+// rescaling or with Smart Rescale, two with DWR (see ste.h). Every pass that needs the noise
+// regenerates it from (seed, offset); nothing is saved.
 #include "mask_kernels.h"
 
 SP_NAMESPACE_BEGIN
