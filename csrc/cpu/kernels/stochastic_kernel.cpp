@@ -33,6 +33,22 @@ typename Lanes<F>::M load_keep_bits(const uint32_t* keep_bits, int64_t i) {
 // Whether a backward pass writes anything that depends on z beyond the score gradient.
 inline bool keep_needed(const StochasticParams& p) { return p.grad_weight || p.masked; }
 
+// A keep mask with every lane set, where an output does not depend on z.
+template <class F>
+typename Lanes<F>::M every_lane() {
+  return F(0.0f) == F(0.0f);
+}
+
+// The passes without noise: body(lane, first, end) over the elements of tiles
+// [tile_begin, tile_end), whole vectors of V then the last partial one a lane at a time.
+template <class V, class Body>
+void for_each_lane_range(int64_t numel, int64_t tile_begin, int64_t tile_end, Body&& body) {
+  const int64_t begin = tile_begin * kTileElems, end = end_of_tile(numel, tile_end - 1);
+  const int64_t vector_end = begin + (end - begin) / Lanes<V>::kWidth * Lanes<V>::kWidth;
+  body(V(), begin, vector_end);
+  body(float(), vector_end, end);
+}
+
 // Which of the backward's outputs this call streams (vec.h): decided once per call.
 struct Streams {
   bool grad_scores, grad_weight, masked;
@@ -117,10 +133,9 @@ void dwr_apply_range(const StochasticParams& p, int64_t first, int64_t end) {
 
 template <class V, class WT>
 void dwr_apply_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
-  const int64_t begin = tile_begin * kTileElems, end = end_of_tile(p.numel, tile_end - 1);
-  const int64_t vector_end = begin + (end - begin) / Lanes<V>::kWidth * Lanes<V>::kWidth;
-  dwr_apply_range<V, WT>(p, begin, vector_end);
-  dwr_apply_range<float, WT>(p, vector_end, end);
+  for_each_lane_range<V>(p.numel, tile_begin, tile_end, [&](auto lane, int64_t first, int64_t end) {
+    dwr_apply_range<decltype(lane), WT>(p, first, end);
+  });
 }
 
 // Supermask's score gradient alone (no weight gradient, masked weight or Smart Rescale term):
@@ -130,7 +145,7 @@ bool supermask_scores_range(const StochasticParams& p, int64_t first, int64_t en
   using W = WeightLane<F, WT>;
   const bool stream = streams(p.grad_scores, p.numel, p.score_dtype);
   const W scale(scale_of(p));
-  const auto keep = F(0.0f) == F(0.0f);  // unused by the score gradient
+  const auto keep = every_lane<F>();  // unused by the score gradient
   auto nan = is_nan(F(0.0f));
   for (int64_t i = first; i < end; i += Lanes<F>::kWidth) {
     const F sv = IO<F>::load(in<ST>(p.scores, i));
@@ -147,10 +162,13 @@ bool supermask_scores_range(const StochasticParams& p, int64_t first, int64_t en
 template <Stochastic R, class V, class ST, class WT>
 bool backward_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
   if (R == Stochastic::kSupermask && p.grad_scores && !keep_needed(p) && !p.partials) {
-    const int64_t begin = tile_begin * kTileElems, end = end_of_tile(p.numel, tile_end - 1);
-    const int64_t vector_end = begin + (end - begin) / Lanes<V>::kWidth * Lanes<V>::kWidth;
-    const bool nan = supermask_scores_range<V, ST, WT>(p, begin, vector_end);
-    return supermask_scores_range<float, ST, WT>(p, vector_end, end) || nan;
+    bool nan = false;
+    for_each_lane_range<V>(p.numel, tile_begin, tile_end,
+                           [&](auto lane, int64_t first, int64_t end) {
+                             nan = supermask_scores_range<decltype(lane), ST, WT>(p, first, end) ||
+                                   nan;
+                           });
+    return nan;
   }
   bool nan_seen = false;
   const Streams stream(p);
@@ -240,7 +258,7 @@ void dwr_finish_range(const StochasticParams& p, int64_t first, int64_t end) {
   const W r = lane_of<W>(p.dwr_factors[0]), c = lane_of<W>(p.dwr_factors[1]);
   const Streams stream(p);
   const bool need_keep = keep_needed(p);
-  const auto all_kept = F(0.0f) == F(0.0f);
+  const auto all_kept = every_lane<F>();
   for (int64_t i = first; i < end; i += Lanes<F>::kWidth) {
     const W gv = IO<W>::load(in<WT>(p.grad, i)), wv = IO<W>::load(in<WT>(p.weight, i));
     F gs;
@@ -260,10 +278,9 @@ void dwr_finish_range(const StochasticParams& p, int64_t first, int64_t end) {
 
 template <class V, class ST, class WT>
 void dwr_finish_tiles(const StochasticParams& p, int64_t tile_begin, int64_t tile_end) {
-  const int64_t begin = tile_begin * kTileElems, end = end_of_tile(p.numel, tile_end - 1);
-  const int64_t vector_end = begin + (end - begin) / Lanes<V>::kWidth * Lanes<V>::kWidth;
-  dwr_finish_range<V, ST, WT>(p, begin, vector_end);
-  dwr_finish_range<float, ST, WT>(p, vector_end, end);
+  for_each_lane_range<V>(p.numel, tile_begin, tile_end, [&](auto lane, int64_t first, int64_t end) {
+    dwr_finish_range<decltype(lane), ST, WT>(p, first, end);
+  });
 }
 
 // Instantiates body<R, V, ST, WT> for the rule and dtypes of p.
